@@ -1,0 +1,98 @@
+"""servekit: typed, composable socket servers.
+
+A server is composed from a transport (the listening socket), a handler (a
+plain function of one request) and a dispatcher (where the handler runs)::
+
+    from servekit import StreamConnection, server, tcp, threaded
+
+    def echo(conn: StreamConnection) -> None:
+        for line in conn.rfile:
+            conn.wfile.write(line)
+
+    with server(tcp("127.0.0.1", 0), echo, dispatcher=threaded()).bind() as bound:
+        print("listening on", bound.address)
+        bound.serve_forever()
+
+``servekit.classic`` is a drop-in replacement for the standard library's
+``socketserver``, built on the same parts.
+"""
+
+from __future__ import annotations
+
+from ._types import Address as Address
+from ._types import Predicate as Predicate
+from .acceptors import Acceptor as Acceptor
+from .acceptors import DatagramAcceptor as DatagramAcceptor
+from .acceptors import StreamAcceptor as StreamAcceptor
+from .connections import Datagram as Datagram
+from .connections import Request as Request
+from .connections import SocketWriter as SocketWriter
+from .connections import StreamConnection as StreamConnection
+from .dispatchers import Dispatcher as Dispatcher
+from .dispatchers import Forked as Forked
+from .dispatchers import Inline as Inline
+from .dispatchers import Job as Job
+from .dispatchers import Threaded as Threaded
+from .dispatchers import WorkerHost as WorkerHost
+from .dispatchers import Workers as Workers
+from .dispatchers import forked as forked
+from .dispatchers import inline as inline
+from .dispatchers import threaded as threaded
+from .errors import BindError as BindError
+from .errors import ServerClosedError as ServerClosedError
+from .handlers import Handler as Handler
+from .server import Bound as Bound
+from .server import ErrorHandler as ErrorHandler
+from .server import Server as Server
+from .server import server as server
+from .transports import Listener as Listener
+from .transports import TCPTransport as TCPTransport
+from .transports import Transport as Transport
+from .transports import UDPTransport as UDPTransport
+from .transports import UnixDatagramTransport as UnixDatagramTransport
+from .transports import UnixStreamTransport as UnixStreamTransport
+from .transports import tcp as tcp
+from .transports import udp as udp
+from .transports import unix_datagram as unix_datagram
+from .transports import unix_stream as unix_stream
+
+__version__ = "0.1.0"
+
+__all__ = (
+    "Acceptor",
+    "Address",
+    "BindError",
+    "Bound",
+    "Datagram",
+    "DatagramAcceptor",
+    "Dispatcher",
+    "ErrorHandler",
+    "Forked",
+    "Handler",
+    "Inline",
+    "Job",
+    "Listener",
+    "Predicate",
+    "Request",
+    "Server",
+    "ServerClosedError",
+    "SocketWriter",
+    "StreamAcceptor",
+    "StreamConnection",
+    "TCPTransport",
+    "Threaded",
+    "Transport",
+    "UDPTransport",
+    "UnixDatagramTransport",
+    "UnixStreamTransport",
+    "WorkerHost",
+    "Workers",
+    "forked",
+    "inline",
+    "server",
+    "tcp",
+    "threaded",
+    "udp",
+    "unix_datagram",
+    "unix_stream",
+)

@@ -1,0 +1,258 @@
+"""The one serve loop: wait, take a request, service actions, stop.
+
+Everything that serves requests -- the composed :class:`~servekit.server.Bound`
+handle and every ``servekit.classic`` server -- runs this loop.  What happens
+with a ready listener is the *driver's* business (accept, admit, dispatch); the
+loop only decides *when*: it waits on the listener and on a wake-up socket, so
+:meth:`ServeLoop.shutdown` returns at once instead of after a poll interval.
+
+Strategy:
+
+* The wake-up socketpair exists only while ``serve_forever`` runs, so a server
+  that is never served (or whose owner forgets to close it) holds no extra fds.
+* While the driver reports no capacity (a forked dispatcher at
+  ``max_children``), the listener is left out of the wait: pending
+  connections stay in the kernel backlog until a worker frees a slot.
+* After an ``accept()`` failure that signals resource exhaustion the driver
+  asks for a back-off; the listener is left out of the wait until it passes,
+  so the loop does not spin at 100 % CPU on ``EMFILE``.
+"""
+
+from __future__ import annotations
+
+import math
+import select
+import socket
+import threading
+import time
+from collections.abc import Sequence
+from typing import Final, Protocol
+
+__all__ = ("Driver", "ServeLoop")
+
+_READY: Final = 1
+_IDLE: Final = 0
+_GONE: Final = -1
+
+_POLLIN: Final = select.POLLIN
+_POLLNVAL: Final = select.POLLNVAL
+
+#: How often a saturated driver that offers no fd to wait on is asked again.
+SATURATED_POLL: Final = 0.01
+
+
+class Driver(Protocol):
+    """**Protocol:** what the loop asks of the server it runs.
+
+    All methods are called from the thread running the loop.
+    """
+
+    def loop_fileno(self) -> int:
+        """The listening socket's fd, or ``-1`` once it is closed (the loop then stops)."""
+        ...
+
+    def loop_ready(self) -> float:
+        """Take one request off the ready listener and dispatch it.
+
+        Returns the number of seconds to leave the listener alone (``0.0``
+        normally; more after an ``accept()`` failure that asks for a back-off).
+        """
+        ...
+
+    def loop_service(self) -> None:
+        """Periodic work: run after every wake-up of ``serve_forever``."""
+        ...
+
+    def loop_capacity(self) -> Sequence[int] | None:
+        """``None`` when another request may be taken now.
+
+        Otherwise the fds that become readable when capacity may have come back
+        (for example pidfds of child processes); an empty sequence makes the loop
+        re-ask every :data:`SATURATED_POLL` seconds.
+        """
+        ...
+
+
+def _millis(timeout: float | None) -> int | None:
+    return None if timeout is None else max(0, math.ceil(timeout * 1000))
+
+
+def _about_to_run(target: object) -> threading.Thread | None:
+    """A live thread, other than this one, whose target is *target* (not yet serving)."""
+    if target is None:
+        return None
+    me = threading.current_thread()
+    for thread in threading.enumerate():
+        # Thread keeps its target in ``_target`` until ``run()`` returns; there
+        # is no public accessor.  A missing attribute simply means "no match".
+        if thread is not me and getattr(thread, "_target", None) == target:
+            return thread
+    return None
+
+
+class ServeLoop:
+    """The serve loop of one server.  Thread-safe; not re-entrant.
+
+    ``serve_forever`` runs in one thread at a time; ``shutdown`` may be called
+    from any thread (including from inside the loop's own thread, where it
+    only asks the loop to stop and returns).
+    """
+
+    __slots__ = ("_backoff_until", "_driver", "_idle", "_lock", "_pending", "_serving", "_stop", "_wake")
+
+    def __init__(self, driver: Driver) -> None:
+        self._driver = driver
+        self._lock = threading.Lock()
+        self._serving: threading.Thread | None = None
+        self._pending: threading.Thread | None = None
+        self._stop = False
+        self._idle = threading.Event()
+        self._idle.set()
+        self._wake: tuple[socket.socket, socket.socket] | None = None
+        self._backoff_until = 0.0
+
+    @property
+    def serving(self) -> bool:
+        """Whether ``serve_forever`` is running now."""
+        return self._serving is not None
+
+    def serve_forever(self, poll_interval: float) -> None:
+        """Serve until :meth:`shutdown` (or the listener closes)."""
+        if not poll_interval > 0:
+            raise ValueError(f"poll_interval must be > 0, got {poll_interval!r}")
+        me = threading.current_thread()
+        wake = socket.socketpair()
+        for sock in wake:
+            sock.setblocking(False)
+        with self._lock:
+            if self._serving is not None:
+                for sock in wake:
+                    sock.close()
+                raise RuntimeError(f"serve_forever() is already running in {self._serving.name}")
+            self._serving = me
+            self._wake = wake
+            self._stop = self._pending is me
+            self._pending = None
+            self._idle.clear()
+        driver = self._driver
+        try:
+            while not self._stopping():
+                state = self._wait(poll_interval, wake[0])
+                # Another thread may have asked to stop while we waited.
+                if self._stopping() or state == _GONE:
+                    break
+                if state == _READY:
+                    self._ready()
+                driver.loop_service()
+        finally:
+            with self._lock:
+                self._serving = None
+                self._wake = None
+                self._stop = False
+                self._idle.set()
+            for sock in wake:
+                sock.close()
+
+    def handle_request(self, timeout: float | None) -> bool:
+        """Wait up to *timeout* seconds (``None``: no limit) and handle one request.
+
+        Returns ``False`` when the time ran out (or the listener is closed).
+        The listener is polled at least once, even with a timeout of 0.
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        remaining = timeout
+        while True:
+            state = self._wait(remaining, None)
+            if state == _READY:
+                self._ready()
+                return True
+            if state == _GONE:
+                return False
+            if deadline is not None:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return False
+
+    def shutdown(self, target: object = None) -> None:
+        """Stop ``serve_forever`` and wait until it has returned.
+
+        With no loop running this returns at once and leaves no stale request
+        behind, with one exception: if a thread has been started with *target*
+        (the server's own ``serve_forever``) and has not reached the loop yet,
+        that thread's loop stops as soon as it starts.
+        """
+        with self._lock:
+            serving = self._serving
+            if serving is None:
+                self._pending = _about_to_run(target)
+                return
+            self._stop = True
+            self._poke()
+        if serving is not threading.current_thread():
+            self._idle.wait()
+
+    def stop(self) -> None:
+        """Ask a running loop to stop at once, without waiting for it."""
+        with self._lock:
+            if self._serving is not None:
+                self._stop = True
+                self._poke()
+
+    def wake(self) -> None:
+        """Wake a waiting loop so it runs its service actions now."""
+        with self._lock:
+            self._poke()
+
+    def _stopping(self) -> bool:
+        return self._stop
+
+    def _poke(self) -> None:
+        # Called with the lock held.
+        if self._wake is not None:
+            try:
+                self._wake[1].send(b"\0")
+            except OSError:  # the buffer is full: a wake-up is already pending
+                pass
+
+    def _ready(self) -> None:
+        delay = self._driver.loop_ready()
+        if delay > 0:
+            self._backoff_until = time.monotonic() + delay
+
+    def _wait(self, timeout: float | None, wake: socket.socket | None) -> int:
+        driver = self._driver
+        poller = select.poll()
+        if wake is not None:
+            poller.register(wake, _POLLIN)
+        listener = -1
+        capacity = driver.loop_capacity()
+        if self._backoff_until:
+            left = self._backoff_until - time.monotonic()
+            if left > 0:
+                capacity = ()
+                timeout = left if timeout is None else min(timeout, left)
+            else:
+                self._backoff_until = 0.0
+        if capacity is None:
+            listener = driver.loop_fileno()
+            if listener < 0:
+                return _GONE
+            poller.register(listener, _POLLIN)
+        else:
+            for fd in capacity:
+                poller.register(fd, _POLLIN)
+            if not capacity:
+                timeout = SATURATED_POLL if timeout is None else min(timeout, SATURATED_POLL)
+        state = _IDLE
+        for fd, events in poller.poll(_millis(timeout)):
+            if fd == listener:
+                if events & _POLLNVAL:
+                    return _GONE
+                state = _READY
+            elif wake is not None and fd == wake.fileno():
+                try:
+                    while wake.recv(4096):
+                        pass
+                except OSError:
+                    pass
+        return state

@@ -1,0 +1,164 @@
+"""The request values handed to handlers: a stream connection or a datagram."""
+
+from __future__ import annotations
+
+import io
+import socket
+from typing import Protocol, final
+
+from typing_extensions import Buffer
+
+from ._types import Address
+
+__all__ = ("Datagram", "Request", "SocketWriter", "StreamConnection")
+
+
+@final
+class SocketWriter(io.BufferedIOBase):
+    """A write-only file over a socket: every ``write()`` sends all its bytes at once.
+
+    Unlike ``socket.makefile("wb", 0)``, a write is never partial, and unlike a
+    buffered writer nothing waits in a buffer for a ``flush()``: an echo loop
+    answers each line as it is written.
+    """
+
+    __slots__ = ("_sock",)
+
+    def __init__(self, sock: socket.socket) -> None:
+        super().__init__()
+        self._sock = sock
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: Buffer, /) -> int:
+        self._check_open()
+        self._sock.sendall(data)
+        with memoryview(data) as view:
+            return view.nbytes
+
+    def fileno(self) -> int:
+        return self._sock.fileno()
+
+    def _check_open(self) -> None:
+        if self.closed:
+            raise ValueError("I/O operation on closed SocketWriter")
+
+
+@final
+class StreamConnection:
+    """One accepted stream connection (TCP or Unix stream).
+
+    ``rfile`` (a buffered reader) and ``wfile`` (a :class:`SocketWriter`) are
+    made the first time a handler touches them, so a handler that uses the
+    socket directly pays for neither.  The server closes them, and the
+    connection, when the handler returns.
+    """
+
+    __slots__ = ("_address", "_rfile", "_socket", "_wfile")
+
+    def __init__(self, sock: socket.socket, client_address: Address) -> None:
+        self._socket = sock
+        self._address = client_address
+        self._rfile: io.BufferedReader | None = None
+        self._wfile: SocketWriter | None = None
+
+    @property
+    def socket(self) -> socket.socket:
+        """The connected socket (blocking, no timeout)."""
+        return self._socket
+
+    @property
+    def client_address(self) -> Address:
+        """The peer's address as ``accept()`` returned it."""
+        return self._address
+
+    @property
+    def rfile(self) -> io.BufferedReader:
+        """A buffered binary reader over the connection (made on first use)."""
+        rfile = self._rfile
+        if rfile is None:
+            rfile = self._rfile = self._socket.makefile("rb")
+        return rfile
+
+    @property
+    def wfile(self) -> SocketWriter:
+        """An unbuffered binary writer over the connection (made on first use)."""
+        wfile = self._wfile
+        if wfile is None:
+            wfile = self._wfile = SocketWriter(self._socket)
+        return wfile
+
+    def close(self) -> None:
+        """Finish the connection: close the files, send FIN, close the socket.
+
+        Idempotent.  Errors from a peer that already went away are ignored.
+        """
+        rfile = self._rfile
+        wfile = self._wfile
+        if rfile is not None:
+            rfile.close()
+        if wfile is not None:
+            wfile.close()
+        sock = self._socket
+        if sock.fileno() < 0:
+            return
+        try:
+            # Shut down explicitly: a forked child may still share the fd, and
+            # close() alone would then send no FIN.
+            sock.shutdown(socket.SHUT_WR)
+        except OSError:
+            pass
+        sock.close()
+
+    def __repr__(self) -> str:
+        return f"<StreamConnection from {self._address!r} fd={self._socket.fileno()}>"
+
+
+@final
+class Datagram:
+    """One received datagram (UDP or Unix datagram).
+
+    Nothing is sent back unless the handler calls :meth:`reply`.
+    """
+
+    __slots__ = ("_address", "_data", "_socket")
+
+    def __init__(self, data: bytes, sock: socket.socket, client_address: Address) -> None:
+        self._data = data
+        self._socket = sock
+        self._address = client_address
+
+    @property
+    def data(self) -> bytes:
+        """The payload, at most the transport's ``max_packet_size`` bytes."""
+        return self._data
+
+    @property
+    def socket(self) -> socket.socket:
+        """The server's socket, shared by every datagram; replies go out on it."""
+        return self._socket
+
+    @property
+    def client_address(self) -> Address:
+        """The sender's address."""
+        return self._address
+
+    def reply(self, data: Buffer) -> None:
+        """Send *data* to the sender in one datagram."""
+        self._socket.sendto(data, self._address)
+
+    def close(self) -> None:
+        """Nothing to release: the socket belongs to the server."""
+
+    def __repr__(self) -> str:
+        return f"<Datagram of {len(self._data)} bytes from {self._address!r}>"
+
+
+class Request(Protocol):
+    """**Protocol:** what every request value offers the server: where it came from."""
+
+    @property
+    def client_address(self) -> Address:
+        """The peer's address."""
+        ...
