@@ -118,8 +118,6 @@ class ServeLoop:
 
     def serve_forever(self, poll_interval: float) -> None:
         """Serve until :meth:`shutdown` (or the listener closes)."""
-        if not poll_interval > 0:
-            raise ValueError(f"poll_interval must be > 0, got {poll_interval!r}")
         me = threading.current_thread()
         wake = socket.socketpair()
         for sock in wake:

@@ -41,6 +41,12 @@ ACCEPT_BACKOFF: Final = 0.1
 
 _INLINE: Final = Inline()
 
+_check_poll_interval_value = seconds("poll_interval", positive=True)
+
+
+def _check_poll_interval(value: float) -> None:
+    _check_poll_interval_value(None, None, value)
+
 
 @final
 @attrs.frozen(kw_only=True)
@@ -212,6 +218,7 @@ class Bound(Generic[_ReqT]):
             RuntimeError: ``serve_forever`` is already running in another thread.
         """
         self._check_open()
+        _check_poll_interval(poll_interval)
         try:
             self._loop.serve_forever(poll_interval)
         except BaseException:

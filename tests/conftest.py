@@ -1,0 +1,66 @@
+"""Shared fixtures: bounded waits and the leak checks every test runs under."""
+
+from __future__ import annotations
+
+import gc
+import os
+import shutil
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+#: The bound on every wait in the tests, in seconds.  Never a sleep: only a limit.
+TIMEOUT = 10.0
+
+
+def _open_fds() -> set[str]:
+    try:
+        return set(os.listdir("/proc/self/fd"))
+    except FileNotFoundError:  # not Linux: skip the fd check
+        return set()
+
+
+def _fd_target(fd: str) -> str:
+    try:
+        return os.readlink(f"/proc/self/fd/{fd}")
+    except OSError:
+        return "?"
+
+
+@pytest.fixture(autouse=True)
+def no_leaks() -> Iterator[None]:
+    """Fail a test that leaves a thread, a child process or an fd behind."""
+    threads = set(threading.enumerate())
+    fds = _open_fds()
+    yield
+    deadline = time.monotonic() + TIMEOUT
+    for thread in threading.enumerate():
+        if thread not in threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
+    leaked_threads = [t.name for t in threading.enumerate() if t not in threads and t.is_alive()]
+    assert not leaked_threads, f"threads outlived the test: {leaked_threads}"
+    try:
+        pid, _ = os.waitpid(-1, os.WNOHANG)
+    except ChildProcessError:
+        pass
+    else:
+        raise AssertionError(f"a child process outlived the test (pid {pid or 'still running'})")
+    gc.collect()
+    new_fds = _open_fds() - fds
+    # os.listdir's own fd for /proc/self/fd shows up and is gone at once.
+    leaked_fds = {fd: _fd_target(fd) for fd in new_fds if _fd_target(fd) != "?"}
+    assert not leaked_fds, f"fds outlived the test: {leaked_fds}"
+
+
+@pytest.fixture
+def short_tmp() -> Iterator[Path]:
+    """A short temporary directory: Unix socket paths must fit in ~100 bytes."""
+    path = Path(tempfile.mkdtemp(prefix="sk-"))
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
