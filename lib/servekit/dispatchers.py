@@ -237,6 +237,15 @@ class _ChildWorkers:
         """How many children have not been reaped yet."""
         return len(self._children)
 
+    @property
+    def pids(self) -> frozenset[int]:
+        """The pids of the children not reaped yet."""
+        return frozenset(self._children)
+
+    def reap(self, *, block: bool = False) -> None:
+        """Reap finished children; with *block*, wait until every child has exited."""
+        self._reap(block=block)
+
     def dispatch(self, job: Job, /) -> None:
         pid = os.fork()
         if pid == 0:  # the child: handle the request, then leave without returning

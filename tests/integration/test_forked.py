@@ -1,0 +1,170 @@
+"""The forked dispatcher: what the child closes, what the parent closes, reaping, max_children."""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import select
+import socket
+import threading
+from pathlib import Path
+
+import pytest
+
+from servekit import Bound, StreamConnection, forked, server, tcp
+from servekit.testing import serving, stream_exchange
+
+pytestmark = pytest.mark.skipif(not hasattr(os, "pidfd_open"), reason="needs os.fork and os.pidfd_open (Linux)")
+
+TIMEOUT = 10.0
+
+
+def _wait_exit(pid: int) -> None:
+    """Wait (bounded) until process *pid* has exited -- it may still be a zombie."""
+    try:
+        fd = os.pidfd_open(pid)
+    except ProcessLookupError:  # exited and already reaped
+        return
+    try:
+        ready, _, _ = select.select([fd], [], [], TIMEOUT)
+        assert ready, f"child {pid} did not exit"
+    finally:
+        os.close(fd)
+
+
+def _two_fresh_passes(ticks: threading.Semaphore) -> None:
+    """Wait until the loop has run its service actions twice from now on."""
+    while ticks.acquire(blocking=False):
+        pass
+    for _ in range(2):
+        assert ticks.acquire(timeout=TIMEOUT)
+
+
+def _exists(pid: int) -> bool:
+    return os.path.exists(f"/proc/{pid}")
+
+
+class TestChildAndParent:
+    def test_child_closes_listener_and_parent_closes_its_copy(self) -> None:
+        """The handler runs in a child without the listening socket; the parent keeps no request fd."""
+        listener_fd: list[int] = []
+
+        def report(conn: StreamConnection) -> None:
+            try:
+                os.fstat(listener_fd[0])
+                state = b"open"
+            except OSError:
+                state = b"closed"
+            conn.socket.sendall(b"%d %s" % (os.getpid(), state))
+
+        with server(tcp("127.0.0.1", 0), report, dispatcher=forked(), timeout=TIMEOUT).bind() as bound:
+            listener_fd.append(bound.fileno())
+            fds = len(os.listdir("/proc/self/fd"))
+            with socket.create_connection(bound.address, timeout=TIMEOUT) as client:
+                assert bound.handle_request()
+                # Only the client's end is new: the parent closed its copy of the request.
+                assert len(os.listdir("/proc/self/fd")) == fds + 1
+                pid, state = client.recv(64).split()
+            assert int(pid) != os.getpid()
+            assert state == b"closed"
+
+    def test_children_are_reaped_while_serving(self) -> None:
+        """service_actions reaps each child once it has exited: no zombie stays."""
+        ticks = threading.Semaphore(0)
+
+        def pid_of_child(conn: StreamConnection) -> None:
+            conn.socket.sendall(b"%d" % os.getpid())
+
+        srv = server(tcp("127.0.0.1", 0), pid_of_child, dispatcher=forked(), service_actions=ticks.release)
+        with serving(srv.bind(), poll_interval=0.01) as bound:
+            pids = [int(stream_exchange(bound.address, b"", timeout=TIMEOUT)) for _ in range(3)]
+            for pid in pids:
+                _wait_exit(pid)
+            _two_fresh_passes(ticks)
+            assert [pid for pid in pids if _exists(pid)] == []
+
+    def test_reaps_only_its_own_children(self) -> None:
+        """A child the server did not fork is left for its owner to wait for."""
+        stranger = os.fork()
+        if stranger == 0:
+            os._exit(7)
+        try:
+            _wait_exit(stranger)
+            ticks = threading.Semaphore(0)
+            srv = server(
+                tcp("127.0.0.1", 0),
+                lambda conn: conn.socket.sendall(b"ok"),
+                dispatcher=forked(max_children=1),
+                service_actions=ticks.release,
+            )
+            with serving(srv.bind(), poll_interval=0.01) as bound:
+                for _ in range(3):
+                    assert stream_exchange(bound.address, b"", timeout=TIMEOUT) == b"ok"
+                _two_fresh_passes(ticks)
+        finally:
+            _, status = os.waitpid(stranger, 0)
+        assert os.waitstatus_to_exitcode(status) == 7
+
+    def test_close_waits_for_children(self) -> None:
+        """With block_on_close (the default), close() returns after every child has exited."""
+        pids: list[int] = []
+        with server(tcp("127.0.0.1", 0), lambda conn: conn.socket.sendall(b"%d" % os.getpid()), dispatcher=forked(), timeout=TIMEOUT).bind() as bound:
+            for _ in range(3):
+                with socket.create_connection(bound.address, timeout=TIMEOUT) as client:
+                    assert bound.handle_request()
+                    pids.append(int(client.recv(64)))
+        assert [pid for pid in pids if _exists(pid)] == []
+
+
+class TestMaxChildren:
+    @pytest.fixture
+    def lock_path(self, short_tmp: Path) -> Path:
+        path = short_tmp / "lock"
+        path.touch()
+        return path
+
+    def _server(self, lock_path: Path) -> Bound[StreamConnection]:
+        def exclusive(conn: StreamConnection) -> None:
+            with open(lock_path, "rb") as lock:
+                try:
+                    fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    conn.socket.sendall(b"overlap\n")
+                    return
+                conn.socket.sendall(b"%d\n" % os.getpid())
+                conn.rfile.readline()  # hold the lock until the client says go
+
+        return server(tcp("127.0.0.1", 0), exclusive, dispatcher=forked(max_children=1)).bind()
+
+    def test_stops_accepting_at_max_children(self, lock_path: Path) -> None:
+        """At max_children the next client waits in the backlog; it is served when a child exits."""
+        with serving(self._server(lock_path), poll_interval=0.01) as bound:
+            first = socket.create_connection(bound.address, timeout=TIMEOUT)
+            second = socket.create_connection(bound.address, timeout=TIMEOUT)
+            with first, second:
+                first_pid = first.makefile("rb").readline()
+                assert first_pid.strip().isdigit()
+                second.sendall(b"go\n")
+                # Nothing may answer the second client while the first child runs.
+                ready, _, _ = select.select([second], [], [], 0.2)
+                assert ready == []
+                first.sendall(b"go\n")
+                second_pid = second.makefile("rb").readline()
+                assert second_pid.strip().isdigit(), second_pid
+                assert second_pid != first_pid
+
+    def test_shutdown_is_not_blocked_by_a_full_house(self, lock_path: Path) -> None:
+        """With max_children busy children the loop still answers shutdown() at once."""
+        bound = self._server(lock_path)
+        thread = threading.Thread(target=bound.serve_forever, kwargs={"poll_interval": 60})
+        thread.start()
+        with socket.create_connection(bound.address, timeout=TIMEOUT) as first:
+            assert first.makefile("rb").readline().strip().isdigit()
+            stopper = threading.Thread(target=bound.shutdown)
+            stopper.start()
+            stopper.join(TIMEOUT)
+            assert not stopper.is_alive()
+            thread.join(TIMEOUT)
+            assert not thread.is_alive()
+            first.sendall(b"go\n")
+        bound.close()
