@@ -17,7 +17,6 @@ plain function of one request) and a dispatcher (where the handler runs)::
 ``socketserver``, built on the same parts.
 """
 
-from __future__ import annotations
 
 from ._types import Address as Address
 from ._types import Predicate as Predicate
@@ -48,6 +47,7 @@ from .server import server as server
 from .transports import Listener as Listener
 from .transports import TCPTransport as TCPTransport
 from .transports import Transport as Transport
+from .transports import format_address as format_address
 from .transports import UDPTransport as UDPTransport
 from .transports import UnixDatagramTransport as UnixDatagramTransport
 from .transports import UnixStreamTransport as UnixStreamTransport
@@ -88,6 +88,7 @@ __all__ = (
     "WorkerHost",
     "Workers",
     "forked",
+    "format_address",
     "inline",
     "server",
     "tcp",

@@ -10,6 +10,7 @@ close that waits -- or not -- for the work in flight.
 
 from __future__ import annotations
 
+import itertools
 import os
 import sys
 import threading
@@ -138,6 +139,9 @@ class Inline:
 # -- threaded ----------------------------------------------------------------
 
 
+_thread_numbers: Final = itertools.count(1)
+
+
 @final
 class _ThreadWorkers:
     __slots__ = ("_daemon", "_host", "_live")
@@ -149,7 +153,9 @@ class _ThreadWorkers:
         self._live: set[threading.Thread] | None = set() if block_on_close and not daemon else None
 
     def dispatch(self, job: Job, /) -> None:
-        thread = threading.Thread(target=self._work, args=(job,), name="servekit-worker", daemon=self._daemon)
+        thread = threading.Thread(
+            target=self._work, args=(job,), name=f"servekit-worker-{next(_thread_numbers)}", daemon=self._daemon
+        )
         live = self._live
         if live is not None:
             live.add(thread)

@@ -9,7 +9,7 @@ import threading
 from collections.abc import Callable, Sequence
 from functools import partial
 from types import TracebackType
-from typing import Final, Generic, TypeVar, final
+from typing import Final, Generic, TypeVar, final, overload
 
 import attrs
 from typing_extensions import Self
@@ -17,7 +17,7 @@ from typing_extensions import Self
 from ._loop import ServeLoop
 from ._types import Address, Predicate
 from ._validate import seconds
-from .connections import Request
+from .connections import Datagram, Request, StreamConnection
 from .dispatchers import Dispatcher, Inline, Job, Workers
 from .errors import ServerClosedError
 from .handlers import Handler
@@ -73,6 +73,49 @@ class Server(Generic[_ReqT]):
                 listened on; the message names the transport and the address.
         """
         return Bound(self)
+
+
+# The overloads tie the handler to the kind of transport: a datagram handler on
+# a stream transport (or the reverse) matches no variant, an error mypy reports
+# as [call-overload] and lists the variants.  The last one serves transports of
+# a user's own request type.
+@overload
+def server(
+    transport: Transport[StreamConnection],
+    handler: Handler[StreamConnection],
+    *,
+    dispatcher: Dispatcher = ...,
+    verify: Predicate | None = ...,
+    on_error: ErrorHandler[StreamConnection] | None = ...,
+    timeout: float | None = ...,
+    service_actions: Callable[[], object] | None = ...,
+) -> Server[StreamConnection]: ...
+
+
+@overload
+def server(
+    transport: Transport[Datagram],
+    handler: Handler[Datagram],
+    *,
+    dispatcher: Dispatcher = ...,
+    verify: Predicate | None = ...,
+    on_error: ErrorHandler[Datagram] | None = ...,
+    timeout: float | None = ...,
+    service_actions: Callable[[], object] | None = ...,
+) -> Server[Datagram]: ...
+
+
+@overload
+def server(
+    transport: Transport[_ReqT],
+    handler: Handler[_ReqT],
+    *,
+    dispatcher: Dispatcher = ...,
+    verify: Predicate | None = ...,
+    on_error: ErrorHandler[_ReqT] | None = ...,
+    timeout: float | None = ...,
+    service_actions: Callable[[], object] | None = ...,
+) -> Server[_ReqT]: ...
 
 
 def server(
@@ -184,6 +227,18 @@ class Bound(Generic[_ReqT]):
     def address(self) -> Address:
         """The address the server is bound to (port 0 already resolved)."""
         return self._listener.address
+
+    @property
+    def port(self) -> int:
+        """The bound port of an IP server (the real one when 0 was asked for).
+
+        Raises:
+            TypeError: the server is not on an IP address (a Unix socket).
+        """
+        address = self._listener.address
+        if not isinstance(address, tuple):
+            raise TypeError(f"{self._listener.name} has no port")
+        return address[1]
 
     @property
     def server(self) -> Server[_ReqT]:

@@ -17,6 +17,7 @@ from .errors import BindError
 
 __all__ = (
     "Listener",
+    "format_address",
     "TCPTransport",
     "Transport",
     "UDPTransport",
@@ -96,13 +97,16 @@ class _Listener:
                 pass
 
 
-def _label(kind: str, address: object) -> str:
+def format_address(address: Address) -> str:
+    """``host:port`` for IP addresses (``[host]:port`` for IPv6), the path for Unix ones."""
     if isinstance(address, tuple):
-        host = str(address[0])
-        if ":" in host:
-            host = f"[{host}]"
-        return f"{kind} {host}:{address[1]}"
-    return f"{kind} {address!r}" if isinstance(address, bytes) else f"{kind} {address}"
+        host = address[0]
+        return f"[{host}]:{address[1]}" if ":" in host else f"{host}:{address[1]}"
+    return repr(address) if isinstance(address, bytes) else address
+
+
+def _label(kind: str, address: Address) -> str:
+    return f"{kind} {format_address(address)}"
 
 
 def _listen(

@@ -24,14 +24,14 @@ def echo(conn: StreamConnection) -> None:
 class TestClose:
     def test_idempotent_and_releases_the_socket(self) -> None:
         bound = server(tcp("127.0.0.1", 0), echo).bind()
-        address = bound.address
+        address, port = bound.address, bound.port
         bound.close()
         bound.close()
         assert bound.closed
         assert bound.fileno() == -1
         assert repr(bound).endswith(" closed>")
         with pytest.raises(ConnectionRefusedError):
-            socket.create_connection(address, timeout=TIMEOUT).close()
+            socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT).close()
 
     def test_port_can_be_bound_again_after_close(self) -> None:
         with server(tcp("127.0.0.1", 0), echo).bind() as first:
@@ -106,7 +106,7 @@ class TestBlockOnClose:
         """With block_on_close=True, close() returns only after the handler has finished."""
         srv, started, release, done, closing = self._blocked_server(True)
         bound = srv.bind()
-        with serving(bound, poll_interval=0.01), socket.create_connection(bound.address, timeout=TIMEOUT):
+        with serving(bound, poll_interval=0.01), socket.create_connection(("127.0.0.1", bound.port), timeout=TIMEOUT):
             assert started.wait(TIMEOUT)
             closer = threading.Thread(target=bound.close)
             closer.start()
@@ -124,7 +124,7 @@ class TestBlockOnClose:
         srv, started, release, done, _ = self._blocked_server(False)
         bound = srv.bind()
         workers_before = set(threading.enumerate())
-        with socket.create_connection(bound.address, timeout=TIMEOUT):
+        with socket.create_connection(("127.0.0.1", bound.port), timeout=TIMEOUT):
             with serving(bound, poll_interval=0.01):
                 assert started.wait(TIMEOUT)
             assert bound.closed
@@ -161,7 +161,7 @@ def test_each_request_is_closed_when_its_handler_returns() -> None:
     with server(tcp("127.0.0.1", 0), echo, timeout=TIMEOUT).bind() as bound:
         before = len(os.listdir("/proc/self/fd"))
         for _ in range(20):
-            with socket.create_connection(bound.address, timeout=TIMEOUT) as client:
+            with socket.create_connection(("127.0.0.1", bound.port), timeout=TIMEOUT) as client:
                 client.sendall(b"x")
                 assert bound.handle_request()
                 assert len(os.listdir("/proc/self/fd")) == before + 1  # only the client's end

@@ -60,7 +60,7 @@ class TestChildAndParent:
         with server(tcp("127.0.0.1", 0), report, dispatcher=forked(), timeout=TIMEOUT).bind() as bound:
             listener_fd.append(bound.fileno())
             fds = len(os.listdir("/proc/self/fd"))
-            with socket.create_connection(bound.address, timeout=TIMEOUT) as client:
+            with socket.create_connection(("127.0.0.1", bound.port), timeout=TIMEOUT) as client:
                 assert bound.handle_request()
                 # Only the client's end is new: the parent closed its copy of the request.
                 assert len(os.listdir("/proc/self/fd")) == fds + 1
@@ -110,7 +110,7 @@ class TestChildAndParent:
         pids: list[int] = []
         with server(tcp("127.0.0.1", 0), lambda conn: conn.socket.sendall(b"%d" % os.getpid()), dispatcher=forked(), timeout=TIMEOUT).bind() as bound:
             for _ in range(3):
-                with socket.create_connection(bound.address, timeout=TIMEOUT) as client:
+                with socket.create_connection(("127.0.0.1", bound.port), timeout=TIMEOUT) as client:
                     assert bound.handle_request()
                     pids.append(int(client.recv(64)))
         assert [pid for pid in pids if _exists(pid)] == []
@@ -139,8 +139,8 @@ class TestMaxChildren:
     def test_stops_accepting_at_max_children(self, lock_path: Path) -> None:
         """At max_children the next client waits in the backlog; it is served when a child exits."""
         with serving(self._server(lock_path), poll_interval=0.01) as bound:
-            first = socket.create_connection(bound.address, timeout=TIMEOUT)
-            second = socket.create_connection(bound.address, timeout=TIMEOUT)
+            first = socket.create_connection(("127.0.0.1", bound.port), timeout=TIMEOUT)
+            second = socket.create_connection(("127.0.0.1", bound.port), timeout=TIMEOUT)
             with first, second:
                 first_pid = first.makefile("rb").readline()
                 assert first_pid.strip().isdigit()
@@ -158,7 +158,7 @@ class TestMaxChildren:
         bound = self._server(lock_path)
         thread = threading.Thread(target=bound.serve_forever, kwargs={"poll_interval": 60})
         thread.start()
-        with socket.create_connection(bound.address, timeout=TIMEOUT) as first:
+        with socket.create_connection(("127.0.0.1", bound.port), timeout=TIMEOUT) as first:
             assert first.makefile("rb").readline().strip().isdigit()
             stopper = threading.Thread(target=bound.shutdown)
             stopper.start()

@@ -112,7 +112,7 @@ class TestHandleRequest:
     def test_handles_one_request(self) -> None:
         """handle_request() serves exactly one request and says so."""
         with server(tcp("127.0.0.1", 0), echo, timeout=TIMEOUT).bind() as bound:
-            with socket.create_connection(bound.address, timeout=TIMEOUT) as client:
+            with socket.create_connection(("127.0.0.1", bound.port), timeout=TIMEOUT) as client:
                 client.sendall(b"one")
                 assert bound.handle_request() is True
                 assert client.recv(16) == b"one"

@@ -1,0 +1,80 @@
+"""Every example runs, as a user would run it: a subprocess on a free port."""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+TIMEOUT = 30.0
+
+
+@contextmanager
+def started(script: str, *args: str) -> Iterator[tuple[subprocess.Popen[str], int]]:
+    """Start an example server; yield it and the port from its first line."""
+    proc = subprocess.Popen(
+        [sys.executable, "-u", str(EXAMPLES / script), *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        first = proc.stdout.readline()
+        assert first.startswith("listening on "), first + (proc.stderr.read() if proc.stderr else "")
+        yield proc, int(first.rsplit(":", 1)[1])
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.communicate(timeout=TIMEOUT)
+
+
+def run(script: str, *args: str) -> str:
+    done = subprocess.run(
+        [sys.executable, str(EXAMPLES / script), *args], capture_output=True, text=True, timeout=TIMEOUT, check=True
+    )
+    return done.stdout
+
+
+@pytest.mark.parametrize(("server", "client"), [("tcp_echo_server.py", "tcp_echo_client.py"), ("udp_server.py", "udp_client.py")])
+def test_server_and_client_pair(server: str, client: str) -> None:
+    """The server answers the client upper-cased, then stops after --max-requests."""
+    with started(server, "--max-requests", "2") as (proc, port):
+        for words in (["hello", "world"], ["again"]):
+            out = run(client, "--port", str(port), *words)
+            assert out.splitlines() == [f"Sent:     {' '.join(words)}", f"Received: {' '.join(words).upper()}"]
+        assert proc.wait(TIMEOUT) == 0
+        assert proc.stdout is not None
+        assert "wrote: b'again'" in proc.stdout.read()
+
+
+def test_server_stops_on_sigint() -> None:
+    """Ctrl-C stops a serving example cleanly (exit status 0)."""
+    import signal
+
+    with started("tcp_echo_server.py") as (proc, port):
+        run("tcp_echo_client.py", "--port", str(port), "x")  # it is inside serve_forever now
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(TIMEOUT) == 0
+
+
+def test_threaded_example() -> None:
+    out = run("threaded_server.py").splitlines()
+    assert out[0].startswith("listening on ")
+    assert [line.rsplit(": ", 1)[1] for line in out[1:]] == ["Hello World 1", "Hello World 2", "Hello World 3"]
+    assert all(line.startswith("Received: servekit-worker-") for line in out[1:])
+
+
+@pytest.mark.parametrize("path", sorted(EXAMPLES.glob("*.py")), ids=lambda p: p.name)
+def test_examples_use_only_public_names(path: Path) -> None:
+    """Examples import nothing underscored from servekit."""
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("servekit"):
+            assert not any(part.startswith("_") for part in (node.module or "").split("."))
+            assert not [alias.name for alias in node.names if alias.name.startswith("_")]

@@ -1,0 +1,55 @@
+"""Negative type cases for the composed API.
+
+Not executed.  Each offending line ends in a coded ``# type: ignore[...]``;
+mypy --strict (which warns about unused ignores) passing cleanly proves that
+every line fails, and with that code.
+"""
+
+from __future__ import annotations
+
+import attrs
+
+from servekit import Datagram, StreamConnection, forked, server, tcp, threaded, udp, unix_datagram, unix_stream
+
+
+def echo(conn: StreamConnection) -> None: ...
+
+
+def pong(dg: Datagram) -> None: ...
+
+
+# A datagram handler on a stream transport, and the reverse.
+server(tcp("127.0.0.1", 0), pong)  # type: ignore[arg-type]
+server(unix_stream("/tmp/s"), pong)  # type: ignore[arg-type]
+server(udp("127.0.0.1", 0), echo)  # type: ignore[arg-type]
+server(unix_datagram("/tmp/d"), echo)  # type: ignore[arg-type]
+
+# Wrong address types.
+tcp("127.0.0.1", "80")  # type: ignore[arg-type]
+tcp(("127.0.0.1", 80), 0)  # type: ignore[arg-type]
+udp(b"127.0.0.1", 0)  # type: ignore[arg-type]
+unix_stream(("127.0.0.1", 80))  # type: ignore[arg-type]
+unix_datagram(5)  # type: ignore[arg-type]
+
+# Assigning to a frozen field (descriptions and request values are read-only).
+transport = tcp("127.0.0.1", 0)
+transport.port = 1  # type: ignore[misc]  # Property "port" ... is read-only
+srv = server(transport, echo)
+srv.dispatcher = threaded()  # type: ignore[misc]  # Property "dispatcher" ... is read-only
+forked().max_children = 2  # type: ignore[misc]
+
+
+def mutate(conn: StreamConnection, dg: Datagram) -> None:
+    conn.client_address = ("127.0.0.1", 1)  # type: ignore[misc]  # property is read-only
+    dg.data = b""  # type: ignore[misc]  # property is read-only
+
+
+# Options of the wrong type, and evolve with a wrong or unknown field.
+threaded(daemon="yes")  # type: ignore[arg-type]
+forked(max_children=1.5)  # type: ignore[arg-type]
+server(tcp("127.0.0.1", 0), echo, timeout="1")  # type: ignore[call-overload]
+attrs.evolve(transport, port="80")  # type: ignore[arg-type]
+attrs.evolve(transport, prot=80)  # type: ignore[call-arg]
+
+# A handler must take exactly one request.
+server(tcp("127.0.0.1", 0), lambda: None)  # type: ignore[arg-type]
