@@ -304,6 +304,11 @@ class _ChildWorkers:
 
     def close(self) -> None:
         self._reap(block=self._block_on_close)
+        # Children left running (block_on_close=False) are no longer watched.
+        for fd in self._children.values():
+            if fd >= 0:
+                os.close(fd)
+        self._children = dict.fromkeys(self._children, -1)
 
 
 @final
