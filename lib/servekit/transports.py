@@ -13,7 +13,7 @@ from ._types import Address, _ReqT
 from ._validate import flag, int_in_range, text
 from .acceptors import Acceptor, DatagramAcceptor, StreamAcceptor
 from .connections import Datagram, StreamConnection
-from .errors import BindError
+from .errors import bind_error
 
 __all__ = (
     "Listener",
@@ -123,7 +123,7 @@ def _listen(
     try:
         sock = socket.socket(family, type)
     except OSError as exc:
-        raise BindError(exc.errno, f"cannot create {_label(kind, address)} socket: {exc.strerror}") from exc
+        raise bind_error(exc, f"cannot create {_label(kind, address)} socket: {exc.strerror}") from exc
     try:
         if reuse_address:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -140,7 +140,7 @@ def _listen(
     except OSError as exc:
         sock.close()
         reason = exc.strerror or str(exc)
-        raise BindError(exc.errno, f"cannot bind {_label(kind, address)}: {reason}") from exc
+        raise bind_error(exc, f"cannot bind {_label(kind, address)}: {reason}") from exc
     return _Listener(sock, bound, _label(kind, bound), created)
 
 

@@ -191,3 +191,13 @@ def test_no_fd_left_after_bind_failure() -> None:
                 server(tcp("127.0.0.1", port), print).bind()
     after = len(os.listdir("/proc/self/fd")) if os.path.isdir("/proc/self/fd") else 0
     assert after == before
+
+
+def test_bind_error_keeps_the_original_oserror_subclass(short_tmp: Path) -> None:
+    """ENOENT stays a FileNotFoundError as well as being a BindError."""
+    path = short_tmp / "missing" / "sock"
+    with pytest.raises(FileNotFoundError) as info:
+        server(unix_stream(path), print).bind()
+    assert isinstance(info.value, BindError)
+    assert info.value.errno == errno.ENOENT
+    assert str(info.value) == f"[Errno {errno.ENOENT}] cannot bind Unix stream {path}: No such file or directory"
