@@ -133,9 +133,10 @@ class ServeLoop:
             self._pending = None
             self._idle.clear()
         driver = self._driver
+        waiter = _Waiter(wake[0])
         try:
             while not self._stopping():
-                state = self._wait(poll_interval, wake[0])
+                state = self._wait(poll_interval, waiter)
                 # Another thread may have asked to stop while we waited.
                 if self._stopping() or state == _GONE:
                     break
@@ -159,8 +160,9 @@ class ServeLoop:
         """
         deadline = None if timeout is None else time.monotonic() + timeout
         remaining = timeout
+        waiter = _Waiter(None)
         while True:
-            state = self._wait(remaining, None)
+            state = self._wait(remaining, waiter)
             if state == _READY:
                 self._ready()
                 return True
@@ -217,12 +219,8 @@ class ServeLoop:
         if delay > 0:
             self._backoff_until = time.monotonic() + delay
 
-    def _wait(self, timeout: float | None, wake: socket.socket | None) -> int:
+    def _wait(self, timeout: float | None, waiter: _Waiter) -> int:
         driver = self._driver
-        poller = select.poll()
-        if wake is not None:
-            poller.register(wake, _POLLIN)
-        listener = -1
         capacity = driver.loop_capacity()
         if self._backoff_until:
             left = self._backoff_until - time.monotonic()
@@ -235,22 +233,64 @@ class ServeLoop:
             listener = driver.loop_fileno()
             if listener < 0:
                 return _GONE
-            poller.register(listener, _POLLIN)
+            waiter.watch(listener, ())
         else:
-            for fd in capacity:
-                poller.register(fd, _POLLIN)
+            listener = -1
+            waiter.watch(-1, capacity)
             if not capacity:
                 timeout = SATURATED_POLL if timeout is None else min(timeout, SATURATED_POLL)
         state = _IDLE
-        for fd, events in poller.poll(_millis(timeout)):
+        for fd, events in waiter.poller.poll(_millis(timeout)):
             if fd == listener:
                 if events & _POLLNVAL:
                     return _GONE
                 state = _READY
-            elif wake is not None and fd == wake.fileno():
-                try:
-                    while wake.recv(4096):
-                        pass
-                except OSError:
-                    pass
+            elif fd == waiter.wake_fd:
+                waiter.drain()
         return state
+
+
+class _Waiter:
+    """One ``select.poll()`` object for one run of the loop.
+
+    Registrations change only when what the loop waits for changes (the
+    listener, or a saturated driver's fds), so a busy loop pays for one
+    ``poll()`` system call per request and nothing more.
+    """
+
+    __slots__ = ("extra", "listener", "poller", "wake", "wake_fd")
+
+    def __init__(self, wake: socket.socket | None) -> None:
+        self.poller = select.poll()
+        self.wake = wake
+        self.wake_fd = -1 if wake is None else wake.fileno()
+        if wake is not None:
+            self.poller.register(self.wake_fd, _POLLIN)
+        self.listener = -1
+        self.extra: tuple[int, ...] = ()
+
+    def watch(self, listener: int, extra: Sequence[int]) -> None:
+        """Wait on *listener* (``-1``: none) and on *extra* from now on."""
+        poller = self.poller
+        if listener != self.listener:
+            if self.listener >= 0:
+                poller.unregister(self.listener)
+            if listener >= 0:
+                poller.register(listener, _POLLIN)
+            self.listener = listener
+        extra = tuple(extra)
+        if extra != self.extra:
+            for fd in self.extra:
+                poller.unregister(fd)
+            for fd in extra:
+                poller.register(fd, _POLLIN)
+            self.extra = extra
+
+    def drain(self) -> None:
+        """Empty the wake-up socket."""
+        assert self.wake is not None
+        try:
+            while self.wake.recv(4096):
+                pass
+        except OSError:
+            pass

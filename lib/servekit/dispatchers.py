@@ -10,6 +10,7 @@ close that waits -- or not -- for the work in flight.
 
 from __future__ import annotations
 
+import gc
 import itertools
 import os
 import sys
@@ -255,6 +256,9 @@ class _ChildWorkers:
     def dispatch(self, job: Job, /) -> None:
         pid = os.fork()
         if pid == 0:  # the child: handle the request, then leave without returning
+            # Keep the collector off the objects inherited from the parent: a
+            # collection would touch every one of them and copy their pages.
+            gc.freeze()
             status = 1
             try:
                 self._host.close_inherited()
