@@ -56,12 +56,11 @@ _state_lock: Final = threading.Lock()
 class _State:
     """What one classic server keeps besides its public attributes."""
 
-    __slots__ = ("backoff", "driver", "loop", "threads", "workers")
+    __slots__ = ("driver", "loop", "threads", "workers")
 
     def __init__(self, server: BaseServer) -> None:
         self.driver = _Driver(server)
         self.loop = ServeLoop(self.driver)
-        self.backoff = 0.0
         # Workers by the configuration they were built from, so that a
         # changed class attribute takes effect at the next request.
         self.workers: dict[tuple[object, ...], Workers] = {}
@@ -98,10 +97,12 @@ class _Driver:
     names (a subclass may define anything else without clashing).
     """
 
-    __slots__ = ("_server",)
+    __slots__ = ("_server", "backoff")
 
     def __init__(self, server: BaseServer) -> None:
         self._server = server
+        # Set by a failed get_request() that asks the loop to back off.
+        self.backoff = 0.0
 
     # -- servekit._loop.Driver --------------------------------------------
 
@@ -113,11 +114,9 @@ class _Driver:
             return -1
 
     def loop_ready(self) -> float:
-        server = self._server
-        state = _state(server)
-        state.backoff = 0.0
-        server._handle_request_noblock()
-        return state.backoff
+        self.backoff = 0.0
+        self._server._handle_request_noblock()
+        return self.backoff
 
     def loop_service(self) -> None:
         self._server.service_actions()
@@ -281,7 +280,7 @@ class BaseServer:
                 exc,
                 ACCEPT_BACKOFF,
             )
-            _state(self).backoff = ACCEPT_BACKOFF
+            _state(self).driver.backoff = ACCEPT_BACKOFF
         else:
             # A connection that died in the backlog, a closed socket, ...:
             # ignored, as the standard library does.

@@ -20,7 +20,6 @@ Strategy:
 
 from __future__ import annotations
 
-import math
 import select
 import socket
 import threading
@@ -71,10 +70,6 @@ class Driver(Protocol):
         re-ask every :data:`SATURATED_POLL` seconds.
         """
         ...
-
-
-def _millis(timeout: float | None) -> int | None:
-    return None if timeout is None else max(0, math.ceil(timeout * 1000))
 
 
 def _about_to_run(target: object) -> threading.Thread | None:
@@ -135,13 +130,16 @@ class ServeLoop:
         driver = self._driver
         waiter = _Waiter(wake[0])
         try:
-            while not self._stopping():
+            # The stop flag is checked after each wait: a stop asked for while
+            # the loop waited wins over a request that came in meanwhile.
+            while not self._stop:
                 state = self._wait(poll_interval, waiter)
-                # Another thread may have asked to stop while we waited.
                 if self._stopping() or state == _GONE:
                     break
                 if state == _READY:
-                    self._ready()
+                    delay = driver.loop_ready()
+                    if delay > 0:
+                        self._backoff_until = time.monotonic() + delay
                 driver.loop_service()
         finally:
             with self._lock:
@@ -164,7 +162,9 @@ class ServeLoop:
         while True:
             state = self._wait(remaining, waiter)
             if state == _READY:
-                self._ready()
+                delay = self._driver.loop_ready()
+                if delay > 0:
+                    self._backoff_until = time.monotonic() + delay
                 return True
             if state == _GONE:
                 return False
@@ -214,11 +214,6 @@ class ServeLoop:
             except OSError:  # the buffer is full: a wake-up is already pending
                 pass
 
-    def _ready(self) -> None:
-        delay = self._driver.loop_ready()
-        if delay > 0:
-            self._backoff_until = time.monotonic() + delay
-
     def _wait(self, timeout: float | None, waiter: _Waiter) -> int:
         driver = self._driver
         capacity = driver.loop_capacity()
@@ -233,14 +228,16 @@ class ServeLoop:
             listener = driver.loop_fileno()
             if listener < 0:
                 return _GONE
-            waiter.watch(listener, ())
+            if listener != waiter.listener or waiter.extra:
+                waiter.watch(listener, ())
         else:
             listener = -1
             waiter.watch(-1, capacity)
             if not capacity:
                 timeout = SATURATED_POLL if timeout is None else min(timeout, SATURATED_POLL)
         state = _IDLE
-        for fd, events in waiter.poller.poll(_millis(timeout)):
+        # poll() takes float milliseconds and rounds them up; None waits forever.
+        for fd, events in waiter.poller.poll(None if timeout is None else max(0.0, timeout * 1000)):
             if fd == listener:
                 if events & _POLLNVAL:
                     return _GONE

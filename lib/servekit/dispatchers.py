@@ -16,7 +16,7 @@ import os
 import sys
 import threading
 from collections.abc import Callable, Sequence
-from typing import Final, Protocol, final
+from typing import Final, NamedTuple, Protocol, final
 
 import attrs
 
@@ -37,9 +37,10 @@ __all__ = (
 
 
 @final
-@attrs.frozen
-class Job:
+class Job(NamedTuple):
     """One request's work, as the server hands it to a dispatcher.
+
+    A tuple, because one is made for every request and that must be cheap.
 
     Attributes:
         run: handles the request and releases it.  Call it exactly once, in the
