@@ -15,6 +15,7 @@
  *       -t MS  per-request timeout in milliseconds
  *       -s N   request size in bytes, newline included
  *       -T S   time allowed to open the idle connections
+ *       -S N   spread TCP clients over source addresses 127.0.0.1 .. 127.0.0.N
  *       Prints "idle-ready OPEN SECONDS" (idle mode, once the idle
  *       connections are held) and finally one line "result {json}".
  *
@@ -23,6 +24,13 @@
  * still reaches several times their rate (the harness prints that ceiling in
  * every run).  Every request is closed-loop (a connection sends its next line
  * only after the previous echo came back), so latency is a round trip.
+ *
+ * Why several source addresses (-S): the client closes first, so each
+ * connection leaves a TIME_WAIT socket holding its 4-tuple.  From one source
+ * address to one server port there are ~28,000 ephemeral ports, reusable
+ * about a second later (tcp_tw_reuse), which caps the conn workload near
+ * 14,000 connections/s whatever the server.  Other 127.0.0.x addresses are
+ * loopback too: the traffic still only goes to the server on 127.0.0.1.
  *
  * Why the idle connections each do one round trip before being held: a
  * connection the server has not accepted yet costs it nothing; after the echo
@@ -176,6 +184,9 @@ static int serve(const char *kind, const char *host) {
                     memcpy(p->buf, buf + w, (size_t)(r - w));
                     p->len = (size_t)(r - w);
                 }
+                /* A short read drained the socket; what arrives later raises a
+                 * new edge.  Saves the EAGAIN read on every echo. */
+                if (r < (ssize_t)sizeof buf) break;
             }
             if (closed) {
                 free(p->buf);
@@ -207,17 +218,19 @@ struct conn {
 static struct {
     enum mode mode;
     struct sockaddr_in sa;
-    int conc, idle_n, size;
+    int conc, idle_n, size, sources;
     double duration, timeout, idle_timeout;
     long max_requests;
     int ep;
     struct conn *conns;     /* [0, conc) active, [conc, conc + idle_n) idle */
     char msg[MAXMSG];
     /* results */
-    long done, refused, reset, timedout, other, late, idle_lost, idle_failed;
+    long done, refused, reset, timedout, other, late, idle_lost, setup_failed;
     float *lat;             /* microseconds */
     long lat_len, lat_cap;
     int measuring;          /* requests count only in the measured phase */
+    int opening;            /* open_held() is running */
+    int draining;           /* measured phase over: finish, then close */
     int idle_open;
 } G;
 
@@ -268,9 +281,24 @@ static void start(struct conn *c) {
     int udp = G.mode == M_UDP;
     c->fd = socket(AF_INET, (udp ? SOCK_DGRAM : SOCK_STREAM) | SOCK_NONBLOCK, 0);
     if (c->fd < 0) { fail(c, errno); return; }
-    if (!udp) {
+    if (!udp && G.mode != M_CONN) {     /* one write per connection needs no NODELAY */
         int one = 1;
         setsockopt(c->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    }
+    if (!udp && G.sources > 1) {
+        /* The port is picked at connect() for the whole 4-tuple, not at bind(). */
+        static unsigned next_source;
+        int one = 1;
+        setsockopt(c->fd, IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, &one, sizeof one);
+        struct sockaddr_in src = {.sin_family = AF_INET};
+        src.sin_addr.s_addr = htonl(0x7f000001u + next_source++ % (unsigned)G.sources);
+        if (bind(c->fd, (struct sockaddr *)&src, sizeof src) < 0) {
+            /* Not every sandbox lets 127.0.0.x be bound: one source it is. */
+            G.sources = 1;
+            close(c->fd);
+            start(c);
+            return;
+        }
     }
     c->start = now();
     c->deadline = c->start + G.timeout;
@@ -315,9 +343,12 @@ static void completed(struct conn *c) {
         G.done++;
         record((t - c->start) * 1e6);
     }
-    if (c->idle) {              /* idle connection: now held, silent */
+    if (G.draining) {           /* the run is over: close with nothing unread */
+        drop(c);
+        return;
+    }
+    if (c->idle || G.opening) { /* held: silent until the measured phase */
         c->st = S_HELD;
-        G.idle_open++;
         return;
     }
     if (G.mode == M_CONN) {     /* per-request connection: close, reconnect */
@@ -335,10 +366,13 @@ static void on_event(struct conn *c, uint32_t events) {
     char buf[MAXMSG + 1];
     if (c->st == S_CONNECTING) {
         if (!(events & (EPOLLOUT | EPOLLERR | EPOLLHUP))) return;
-        int err = 0;
-        socklen_t el = sizeof err;
-        getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &err, &el);
-        if (err) { fail(c, err); return; }
+        if (events & (EPOLLERR | EPOLLHUP)) {   /* else connected: no getsockopt */
+            int err = 0;
+            socklen_t el = sizeof err;
+            getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &err, &el);
+            fail(c, err ? err : ECONNRESET);
+            return;
+        }
         if (send_request(c) < 0) return;
     }
     if (c->st == S_SENDING) {
@@ -365,16 +399,17 @@ static void on_event(struct conn *c, uint32_t events) {
                 G.late++;                   /* a reply to a timed-out datagram */
                 continue;
             }
-            completed(c);
-            if (c->st != S_READING) return;
-            continue;
+            completed(c);   /* sent the next one: nothing more to read now */
+            return;
         }
         c->got += (size_t)r;
         if (c->got > (size_t)G.size) { if (G.measuring) G.other++; drop(c); start(c); return; }
         if (c->got == (size_t)G.size) {
+            /* Closed loop: nothing more arrives before the next request, and
+             * with edge-triggered epoll its echo raises a new edge, so no
+             * read-until-EAGAIN (a third of the syscalls of a round trip). */
             completed(c);
-            if (c->fd < 0 || c->st != S_READING) return;
-            if (G.mode == M_CONN) return;   /* a new socket, its own events */
+            return;
         }
     }
 }
@@ -411,6 +446,14 @@ static void loop_once(int wait_ms) {
     }
 }
 
+/* This process's CPU seconds (user + system). */
+static double cpu_now(void) {
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    return (double)(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec)
+         + (double)(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) * 1e-6;
+}
+
 static double percentile(double q) {
     if (G.lat_len == 0) return 0.0;
     long i = (long)(q * (double)(G.lat_len - 1) + 0.5);
@@ -422,37 +465,40 @@ static int cmp_float(const void *a, const void *b) {
     return (x > y) - (x < y);
 }
 
-/* Open the idle connections, at most a few handshakes at a time: a
- * socketserver listens with a backlog of 5, and a burst past it would be
- * dropped SYNs and one-second retransmits, not the server's cost. */
-static double open_idle(void) {
+/* Open connections [lo, hi) and hold each after one round trip, at most a
+ * few handshakes at a time: a socketserver listens with a backlog of 5, and
+ * a burst past it would be dropped SYNs and one-second retransmits, which are
+ * the kernel's doing, not the server's cost.  Failures count in setup_failed. */
+static double open_held(int lo, int hi) {
     double t0 = now(), end = t0 + G.idle_timeout;
-    int next = G.conc, last = G.conc + G.idle_n, inflight_max = 4;
-    while (G.idle_open < G.idle_n && now() < end) {
+    int next = lo, inflight_max = 4;
+    G.opening = 1;
+    while (now() < end) {
         int inflight = 0;
-        for (int k = G.conc; k < next; k++) {
+        for (int k = lo; k < next; k++) {
             enum state s = G.conns[k].st;
             if (s != S_HELD && s != S_FREE) inflight++;
         }
-        while (inflight < inflight_max && next < last) {
+        if (next == hi && inflight == 0) break;
+        while (inflight < inflight_max && next < hi) {
             start(&G.conns[next++]);
             inflight++;
         }
         loop_once(5);
         double t = now();
-        for (int k = G.conc; k < next; k++) {      /* timeouts while opening */
+        for (int k = lo; k < next; k++) {      /* timeouts while opening */
             struct conn *c = &G.conns[k];
             if ((c->st == S_CONNECTING || c->st == S_SENDING || c->st == S_READING)
                 && t >= c->deadline) {
-                G.idle_failed++;
+                G.setup_failed++;
                 drop(c);
             } else if (c->st == S_WAIT) {
-                G.idle_failed++;
+                G.setup_failed++;
                 c->st = S_FREE;             /* failed: stays closed */
             }
         }
-        if (next == last && inflight == 0) break;
     }
+    G.opening = 0;
     return now() - t0;
 }
 
@@ -463,11 +509,12 @@ static int run(int argc, char **argv) {
            : strcmp(m, "idle") == 0 ? M_IDLE : strcmp(m, "udp") == 0 ? M_UDP : -1;
     if ((int)G.mode < 0) { fprintf(stderr, "unknown mode %s\n", m); return 2; }
     if (make_addr(argv[3], atoi(argv[4]), &G.sa) < 0) { fprintf(stderr, "bad host\n"); return 2; }
-    G.conc = 4; G.duration = 1.0; G.timeout = 1.0; G.size = 32; G.idle_timeout = 60.0;
+    G.conc = 4; G.duration = 1.0; G.timeout = 2.0; G.size = 32; G.idle_timeout = 60.0;
     G.max_requests = 0;
+    G.sources = 1;
     int opt;
     optind = 5;
-    while ((opt = getopt(argc, argv, "c:d:n:i:t:s:T:")) != -1) {
+    while ((opt = getopt(argc, argv, "c:d:n:i:t:s:T:S:")) != -1) {
         switch (opt) {
         case 'c': G.conc = atoi(optarg); break;
         case 'd': G.duration = atof(optarg); break;
@@ -476,10 +523,13 @@ static int run(int argc, char **argv) {
         case 't': G.timeout = atof(optarg) / 1000.0; break;
         case 's': G.size = atoi(optarg); break;
         case 'T': G.idle_timeout = atof(optarg); break;
+        case 'S': G.sources = atoi(optarg); break;
         default: return 2;
         }
     }
     if (G.mode != M_IDLE) G.idle_n = 0;
+    /* Other source addresses only towards 127.0.0.0/8, where they are loopback. */
+    if ((ntohl(G.sa.sin_addr.s_addr) >> 24) != 127 || G.sources > 254) G.sources = 1;
     if (G.size < 16 || G.size > MAXMSG || G.conc < 1) { fprintf(stderr, "bad options\n"); return 2; }
     /* The hard stop: whatever the server does, this process ends. */
     alarm((unsigned)(G.duration + G.idle_timeout + 30));
@@ -494,13 +544,28 @@ static int run(int argc, char **argv) {
     }
 
     if (G.mode == M_IDLE) {
-        double took = open_idle();
+        double took = open_held(G.conc, G.conc + G.idle_n);
+        for (int k = G.conc; k < G.conc + G.idle_n; k++) G.idle_open += G.conns[k].st == S_HELD;
         printf("idle-ready %d %.6f\n", G.idle_open, took);
         fflush(stdout);
     }
+    /* Long-lived connections are opened before the clock starts. */
+    if (G.mode == M_KEEP || G.mode == M_IDLE) open_held(0, G.conc);
     G.measuring = 1;
+    double cpu0 = cpu_now();
     double t0 = now(), end = t0 + G.duration, last_scan = t0;
-    for (int k = 0; k < G.conc; k++) start(&G.conns[k]);
+    for (int k = 0; k < G.conc; k++) {
+        struct conn *c = &G.conns[k];
+        if (c->st == S_HELD) {
+            c->start = now();
+            c->deadline = c->start + G.timeout;
+            c->sent = c->got = 0;
+            send_request(c);
+        } else {
+            drop(c);
+            start(c);
+        }
+    }
     for (;;) {
         double t = now();
         if (t >= end || done_enough()) break;
@@ -513,7 +578,21 @@ static int run(int argc, char **argv) {
         }
     }
     double elapsed = now() - t0;
+    double cpu = cpu_now() - cpu0;
     G.measuring = 0;
+    /* Let outstanding echoes come back before closing: a socket closed with
+     * unread data sends a reset, which the server would log as its error. */
+    G.draining = 1;
+    double drain_end = now() + (G.timeout < 1.0 ? G.timeout : 1.0);
+    while (now() < drain_end) {
+        int outstanding = 0;
+        for (int k = 0; k < G.conc; k++) {
+            enum state s = G.conns[k].st;
+            outstanding += s == S_CONNECTING || s == S_SENDING || s == S_READING;
+        }
+        if (!outstanding) break;
+        loop_once(5);
+    }
     int held = 0;
     for (int k = G.conc; k < G.conc + G.idle_n; k++) held += G.conns[k].st == S_HELD;
     for (int k = 0; k < G.conc + G.idle_n; k++) drop(&G.conns[k]);
@@ -523,11 +602,11 @@ static int run(int argc, char **argv) {
            "\"refused\": %ld, \"reset\": %ld, \"timeout\": %ld, \"other\": %ld, "
            "\"late\": %ld, \"p50_us\": %.1f, \"p90_us\": %.1f, \"p99_us\": %.1f, "
            "\"max_us\": %.1f, \"idle_open\": %d, \"idle_held\": %d, \"idle_lost\": %ld, "
-           "\"idle_failed\": %ld}\n",
+           "\"setup_failed\": %ld, \"cpu_s\": %.6f}\n",
            m, G.done, elapsed, G.refused, G.reset, G.timedout, G.other, G.late,
            percentile(0.50), percentile(0.90), percentile(0.99),
            G.lat_len ? (double)G.lat[G.lat_len - 1] : 0.0,
-           G.idle_open, held, G.idle_lost, G.idle_failed);
+           G.idle_open, held, G.idle_lost, G.setup_failed, cpu);
     fflush(stdout);
     return 0;
 }

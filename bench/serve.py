@@ -1,0 +1,132 @@
+"""The server process: build one registry entry, announce it, serve, report.
+
+    python -m bench.serve NAME tcp|udp HOST POLL_INTERVAL
+
+Protocol with the harness (bench/procs.py), on standard streams:
+
+1. Bind the server, answer one request from a client in this process, then
+   print ``READY host port``.  The time from just before the bind to that
+   first answer is the start-up figure.
+2. Serve in the main thread until standard input reaches EOF (the harness
+   closes it; it also does when the harness dies, so nothing is left behind).
+3. Stop the server from the watcher thread and time it: ``stop`` is
+   ``shutdown()`` for the socketserver family and servekit, and the figure is
+   until ``serve`` has returned in the main thread, whichever is later.
+4. Close the server and print ``STATS {json}``.
+
+Each server runs in its own process so its memory (``/proc``) and CPU are its
+own, and so a crash or a hang cannot take the harness with it.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import socket
+import sys
+import threading
+import time
+
+from bench.servers import Proto, Serving, by_name
+
+
+def _first_answer(proto: Proto, address: tuple[str, int]) -> None:
+    """One request, as a client: the server answers only once it really serves."""
+    payload = b"startup probe\n"
+    if proto == "udp":
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+            sock.settimeout(10.0)
+            sock.sendto(payload, address)
+            data, _ = sock.recvfrom(4096)
+    else:
+        with socket.create_connection(address, timeout=10.0) as sock:
+            sock.sendall(payload)
+            data = b""
+            while not data.endswith(b"\n"):
+                chunk = sock.recv(4096)
+                if not chunk:
+                    break
+                data += chunk
+            # A forking server's child inherits this process's copy of our end
+            # of the connection, so close() alone would never give it EOF.
+            sock.shutdown(socket.SHUT_WR)
+    if data != payload:
+        raise RuntimeError(f"startup probe: sent {payload!r}, got {data!r}")
+
+
+def _emit(line: str) -> None:
+    sys.stdout.write(line + "\n")
+    sys.stdout.flush()
+
+
+class _Watcher(threading.Thread):
+    """Probes the server, then waits for EOF on stdin and stops it."""
+
+    def __init__(self, serving: Serving, proto: Proto, started: float) -> None:
+        super().__init__(name="bench-watcher", daemon=True)
+        self.serving = serving
+        self.proto = proto
+        self.started = started
+        self.startup_s = float("nan")
+        self.stop_called = float("nan")
+        self.stop_returned = float("nan")
+        self.error: str | None = None
+
+    def run(self) -> None:
+        try:
+            _first_answer(self.proto, self.serving.address)
+            self.startup_s = time.perf_counter() - self.started
+            host, port = self.serving.address
+            _emit(f"READY {host} {port}")
+        except Exception as exc:  # reported to the harness, which marks the cell failed
+            self.error = f"{type(exc).__name__}: {exc}"
+            _emit(f"FAILED {self.error}")
+        else:
+            # Blocks until the harness closes our stdin (or dies).
+            while sys.stdin.buffer.read(65536):
+                pass
+        self.stop_called = time.perf_counter()
+        self.serving.stop()
+        self.stop_returned = time.perf_counter()
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) != 4 or argv[1] not in ("tcp", "udp"):
+        print("usage: python -m bench.serve NAME tcp|udp HOST POLL_INTERVAL", file=sys.stderr)
+        return 2
+    name, proto_arg, host, poll = argv[0], argv[1], argv[2], float(argv[3])
+    proto: Proto = "udp" if proto_arg == "udp" else "tcp"
+    entry = by_name(name)
+    build = entry.build
+    if build is None:
+        print(f"{name} is not a Python server", file=sys.stderr)
+        return 2
+    for module in entry.requires:  # imports are not start-up: see the import figure
+        importlib.import_module(module)
+    started = time.perf_counter()
+    serving = build(proto, host, poll)
+    watcher = _Watcher(serving, proto, started)
+    watcher.start()
+    serving.serve()
+    served_until = time.perf_counter()
+    watcher.join(30.0)
+    close_start = time.perf_counter()
+    serving.close()
+    closed = time.perf_counter()
+    stopped = max(served_until, watcher.stop_returned)
+    stats = {
+        "startup_s": watcher.startup_s,
+        # From shutdown() being called until serving has stopped.
+        "shutdown_s": stopped - watcher.stop_called,
+        # Until the stop call returned: socketserver's and servekit's shutdown()
+        # wait for the loop; asyncio's and gevent's stop is only scheduled.
+        "shutdown_call_s": watcher.stop_returned - watcher.stop_called,
+        "close_s": closed - close_start,
+        "error": watcher.error,
+    }
+    _emit("STATS " + json.dumps(stats))
+    return 0 if watcher.error is None else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,337 @@
+"""The servers the benchmark compares: one registry, one entry per server.
+
+Adding a server is adding one :class:`Entry` to :data:`ENTRIES`: a name, the
+workloads it can take, a *build* function that binds it (in the server
+process, see ``bench/serve.py``) and returns a :class:`Serving`, and, for
+ratios, the name of its standard-library twin per protocol.
+
+Every server answers the same way: a stream server echoes each
+newline-terminated line back on the same connection until the client closes
+it; a datagram server sends each datagram back to its sender.  The handlers
+are written the way a user of each library would write them (``rfile`` /
+``wfile`` for the socketserver family and servekit, streams for asyncio), so
+what is measured is what a user gets.
+
+This module is imported by the harness (to list entries) and by the server
+process (to build one); it imports no server library at module level, so the
+harness never loads what it does not measure.
+"""
+
+from __future__ import annotations
+
+import importlib
+import socket
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Final, Literal, Protocol
+
+__all__ = (
+    "ENTRIES",
+    "Entry",
+    "Proto",
+    "Serving",
+    "Workload",
+    "WORKLOADS",
+    "by_name",
+    "proto_of",
+)
+
+Workload = Literal["conn", "keepalive", "idle", "udp"]
+Proto = Literal["tcp", "udp"]
+Address = tuple[str, int]
+
+#: In the order the harness runs and prints them.
+WORKLOADS: Final[tuple[Workload, ...]] = ("conn", "keepalive", "idle", "udp")
+
+#: Servers that run one request at a time (inline) cannot hold a second
+#: connection open; forking servers stop at ``max_children`` (40) children,
+#: far fewer than the idle workload's connections.  Both get only these.
+_ONE_AT_A_TIME: Final[tuple[Workload, ...]] = ("conn",)
+_BOUNDED: Final[tuple[Workload, ...]] = ("conn", "keepalive")
+_UNBOUNDED: Final[tuple[Workload, ...]] = ("conn", "keepalive", "idle")
+
+
+def proto_of(workload: Workload) -> Proto:
+    return "udp" if workload == "udp" else "tcp"
+
+
+class Serving(Protocol):
+    """A bound server, as the server process drives it.
+
+    ``serve`` runs in the main thread until ``stop`` (called from another
+    thread) makes it return; ``close`` then releases everything.
+    """
+
+    @property
+    def address(self) -> Address: ...
+
+    def serve(self) -> None: ...
+
+    def stop(self) -> None: ...
+
+    def close(self) -> None: ...
+
+
+#: (protocol, host, poll interval) -> a bound server.  The poll interval is
+#: the library default (0.5 s) except in smoke runs.
+Build = Callable[[Proto, str, float], Serving]
+
+
+@dataclass(frozen=True)
+class Entry:
+    name: str
+    #: ceiling, servekit, classic, stdlib, asyncio or peer: how it is grouped
+    #: and coloured, and whose ratios are headlines.
+    group: str
+    workloads: tuple[Workload, ...]
+    #: ``None`` only for the ceiling server, which is the C program itself.
+    build: Build | None
+    #: protocol -> the entry this one is compared with in the ratios.
+    twin: Mapping[Proto, str] = field(default_factory=dict)
+    #: Modules that must import, else the entry is skipped (and said so).
+    requires: tuple[str, ...] = ()
+    #: Requests are handled in child processes: memory is the process tree's.
+    forks: bool = False
+    #: The ratio this entry is judged against, if any (``None``: shown only).
+    target: float | None = None
+
+
+# --------------------------------------------------------------------------
+# socketserver and servekit.classic: the same code over either module.
+# --------------------------------------------------------------------------
+
+
+class _HasFiles(Protocol):
+    rfile: Any
+    wfile: Any
+
+
+class _HasRequest(Protocol):
+    request: tuple[bytes, socket.socket]
+    client_address: Address
+
+
+def _stream_echo(self: _HasFiles) -> None:
+    for line in self.rfile:
+        self.wfile.write(line)
+
+
+def _datagram_echo(self: _HasRequest) -> None:
+    data, sock = self.request
+    sock.sendto(data, self.client_address)
+
+
+class _SocketServerServing:
+    """A ``socketserver.BaseServer`` (or servekit.classic twin) as a Serving."""
+
+    def __init__(self, server: Any, poll_interval: float) -> None:
+        self._server = server
+        self._poll = poll_interval
+
+    @property
+    def address(self) -> Address:
+        host, port = self._server.server_address[:2]
+        return (str(host), int(port))
+
+    def serve(self) -> None:
+        self._server.serve_forever(poll_interval=self._poll)
+
+    def stop(self) -> None:
+        self._server.shutdown()
+
+    def close(self) -> None:
+        self._server.server_close()
+
+
+def socketserver_build(module: str, cls: str) -> Build:
+    """A server class of ``socketserver`` or of a drop-in for it, by name."""
+
+    def build(proto: Proto, host: str, poll_interval: float) -> Serving:
+        mod = importlib.import_module(module)
+        if proto == "tcp":
+            handler = type("Echo", (mod.StreamRequestHandler,), {"handle": _stream_echo})
+        else:
+            handler = type("Echo", (mod.BaseRequestHandler,), {"handle": _datagram_echo})
+        return _SocketServerServing(getattr(mod, cls)((host, 0), handler), poll_interval)
+
+    return build
+
+
+# --------------------------------------------------------------------------
+# servekit
+# --------------------------------------------------------------------------
+
+
+class _BoundServing:
+    def __init__(self, bound: Any, poll_interval: float) -> None:
+        self._bound = bound
+        self._poll = poll_interval
+
+    @property
+    def address(self) -> Address:
+        host, port = self._bound.address[:2]
+        return (str(host), int(port))
+
+    def serve(self) -> None:
+        self._bound.serve_forever(poll_interval=self._poll)
+
+    def stop(self) -> None:
+        self._bound.shutdown()
+
+    def close(self) -> None:
+        self._bound.close()
+
+
+def servekit_build(dispatcher: str) -> Build:
+    """servekit's composed API with the named dispatcher factory (``threaded``...)."""
+
+    def build(proto: Proto, host: str, poll_interval: float) -> Serving:
+        import servekit
+
+        def echo(conn: servekit.StreamConnection) -> None:
+            for line in conn.rfile:
+                conn.wfile.write(line)
+
+        def pong(dg: servekit.Datagram) -> None:
+            dg.reply(dg.data)
+
+        factory: Callable[[], servekit.Dispatcher] = getattr(servekit, dispatcher)
+        if proto == "tcp":
+            bound: object = servekit.server(servekit.tcp(host, 0), echo, dispatcher=factory()).bind()
+        else:
+            bound = servekit.server(servekit.udp(host, 0), pong, dispatcher=factory()).bind()
+        return _BoundServing(bound, poll_interval)
+
+    return build
+
+
+# --------------------------------------------------------------------------
+# asyncio (and uvloop, which is asyncio with another loop): in bench/_aio.py,
+# imported only by the processes that serve with it (asyncio is a slow import).
+# --------------------------------------------------------------------------
+
+
+def asyncio_build(loop_module: str | None = None) -> Build:
+    """asyncio streams (``start_server``) and datagram endpoints, on the default
+    loop or on ``<loop_module>.new_event_loop()`` (uvloop)."""
+
+    def build(proto: Proto, host: str, poll_interval: float) -> Serving:
+        from bench import _aio
+
+        return _aio.serving(proto, host, loop_module)
+
+    return build
+
+
+# --------------------------------------------------------------------------
+# gevent (not monkey-patched: its own servers and cooperative sockets)
+# --------------------------------------------------------------------------
+
+
+class _GeventServing:
+    def __init__(self, proto: Proto, host: str) -> None:
+        gevent = importlib.import_module("gevent")
+        gserver = importlib.import_module("gevent.server")
+        self._spawn: Callable[[Callable[[], object]], object] = gevent.spawn
+        # stop() comes from another OS thread: only the hub's thread-safe
+        # callback may cross into the hub.
+        self._hub: Any = gevent.get_hub()
+        if proto == "tcp":
+
+            def echo(sock: Any, address: object) -> None:
+                del address
+                with sock.makefile("rb") as rfile:
+                    for line in rfile:
+                        sock.sendall(line)
+
+            self._server: Any = gserver.StreamServer((host, 0), echo)
+        else:
+
+            def pong(data: bytes, address: Address) -> None:
+                self._server.sendto(data, address)
+
+            self._server = gserver.DatagramServer((host, 0), pong)
+        self._server.start()
+        host_, port = self._server.address[:2]
+        self._address: Address = (str(host_), int(port))
+
+    @property
+    def address(self) -> Address:
+        return self._address
+
+    def serve(self) -> None:
+        self._server.serve_forever()
+
+    def stop(self) -> None:
+        self._hub.loop.run_callback_threadsafe(lambda: self._spawn(self._server.stop))
+
+    def close(self) -> None:
+        self._server.close()
+
+
+def gevent_build(proto: Proto, host: str, poll_interval: float) -> Serving:
+    del poll_interval
+    return _GeventServing(proto, host)
+
+
+# --------------------------------------------------------------------------
+# The registry
+# --------------------------------------------------------------------------
+
+_THREADING_TWIN: Final[Mapping[Proto, str]] = {
+    "tcp": "stdlib.ThreadingTCPServer",
+    "udp": "stdlib.ThreadingUDPServer",
+}
+_INLINE_TWIN: Final[Mapping[Proto, str]] = {"tcp": "stdlib.TCPServer", "udp": "stdlib.UDPServer"}
+_FORKING_TWIN: Final[Mapping[Proto, str]] = {
+    "tcp": "stdlib.ForkingTCPServer",
+    "udp": "stdlib.ForkingUDPServer",
+}
+
+#: (class name, workloads, forks) of the socketserver classes measured; the
+#: stdlib entries and their servekit.classic twins are both made from it.
+_SOCKETSERVER_CLASSES: Final[tuple[tuple[str, tuple[Workload, ...], bool], ...]] = (
+    ("TCPServer", _ONE_AT_A_TIME, False),
+    ("ThreadingTCPServer", _UNBOUNDED, False),
+    ("ForkingTCPServer", _BOUNDED, True),
+    ("UDPServer", ("udp",), False),
+    ("ThreadingUDPServer", ("udp",), False),
+    ("ForkingUDPServer", ("udp",), True),
+)
+
+ENTRIES: Final[tuple[Entry, ...]] = (
+    # The generator's own trivial echo server (C, epoll; asyncio for the Python
+    # fallback): what the generator reaches against it is its ceiling.
+    Entry("ceiling", "ceiling", (*_UNBOUNDED, "udp"), None),
+    Entry("servekit.inline", "servekit", (*_ONE_AT_A_TIME, "udp"), servekit_build("inline"),
+          twin=_INLINE_TWIN, requires=("servekit",)),
+    Entry("servekit.threaded", "servekit", (*_UNBOUNDED, "udp"), servekit_build("threaded"),
+          twin=_THREADING_TWIN, requires=("servekit",), target=1.0),
+    Entry("servekit.forked", "servekit", (*_BOUNDED, "udp"), servekit_build("forked"),
+          twin=_FORKING_TWIN, requires=("servekit",), forks=True),
+    *(
+        Entry(f"classic.{cls}", "classic", workloads, socketserver_build("servekit.classic", cls),
+              twin={"udp" if "UDP" in cls else "tcp": f"stdlib.{cls}"},
+              requires=("servekit.classic",), forks=forks, target=0.95)
+        for cls, workloads, forks in _SOCKETSERVER_CLASSES
+    ),
+    *(
+        Entry(f"stdlib.{cls}", "stdlib", workloads, socketserver_build("socketserver", cls),
+              requires=("socketserver",), forks=forks)
+        for cls, workloads, forks in _SOCKETSERVER_CLASSES
+    ),
+    Entry("asyncio", "asyncio", (*_UNBOUNDED, "udp"), asyncio_build(), twin=_THREADING_TWIN,
+          requires=("asyncio", "bench._aio")),
+    Entry("uvloop", "peer", (*_UNBOUNDED, "udp"), asyncio_build("uvloop"), twin=_THREADING_TWIN,
+          requires=("uvloop", "bench._aio")),
+    Entry("gevent", "peer", (*_UNBOUNDED, "udp"), gevent_build, twin=_THREADING_TWIN,
+          requires=("gevent", "gevent.server")),
+)
+
+
+def by_name(name: str) -> Entry:
+    for entry in ENTRIES:
+        if entry.name == name:
+            return entry
+    raise KeyError(f"no server entry named {name!r}")
+

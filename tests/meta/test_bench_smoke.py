@@ -1,0 +1,62 @@
+"""The benchmark's smoke run, as a test: the harness must not rot.
+
+``python -m bench --smoke`` runs every server under every workload for a
+fraction of a second; the figures mean nothing, but every code path of the
+harness, the generator and each registry entry runs.  Benchmarks are not part
+of CI's pass/fail; this is.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+
+def _repo_root() -> Path:
+    # Found by looking up, so this file works from bench/ and from tests/meta/.
+    for parent in Path(__file__).resolve().parents:
+        if (parent / "bench" / "__main__.py").is_file():
+            return parent
+    raise RuntimeError("no bench/ package above this file")
+
+
+REPO = _repo_root()
+TIMEOUT_S = 120
+
+
+def _run_smoke(*extra: str) -> subprocess.CompletedProcess[str]:
+    env = dict(os.environ)
+    # The servers import servekit; from a checkout that is not installed, lib/ has it.
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), str(REPO / "lib"), env.get("PYTHONPATH")) if p)
+    return subprocess.run(
+        [sys.executable, "-m", "bench", "--smoke", *extra],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT_S,
+        stdin=subprocess.DEVNULL,
+    )
+
+
+def test_smoke_run_prints_the_report() -> None:
+    proc = _run_smoke()
+    report = proc.stdout
+    assert proc.returncode == 0, f"exit {proc.returncode}\n{proc.stderr[-4000:]}\n{report[-2000:]}"
+    assert "server  " in report and "req/s" in report and "p99 ms" in report  # the table header
+    assert "Generator ceiling" in report
+    for workload in ("conn -- ", "keep-alive -- ", "idle -- ", "udp -- "):
+        assert workload in report
+    assert "Ratios" in report and "Lifecycle" in report
+    assert "servekit.threaded" in report
+    assert "FAILED" not in report
+
+
+def test_python_generator_fallback_works() -> None:
+    """The fallback for machines without a C compiler, on one server."""
+    proc = _run_smoke("--generator", "python", "--only", "stdlib.TCPServer", "--workloads", "conn,udp")
+    assert proc.returncode == 0, f"exit {proc.returncode}\n{proc.stderr[-4000:]}"
+    assert "Python fallback" in proc.stdout
+    assert "Generator ceiling" in proc.stdout
