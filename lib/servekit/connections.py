@@ -26,23 +26,31 @@ class SocketWriter(io.BufferedIOBase):
 
     def __init__(self, sock: socket.socket) -> None:
         super().__init__()
-        self._sock = sock
+        # None once closed: one check per write instead of IOBase's `closed` lookup.
+        self._sock: socket.socket | None = sock
 
     def writable(self) -> bool:
         return True
 
     def write(self, data: Buffer, /) -> int:
-        self._check_open()
-        self._sock.sendall(data)
+        sock = self._sock
+        if sock is None:
+            raise ValueError("I/O operation on closed SocketWriter")
+        sock.sendall(data)
+        if type(data) is bytes:  # the common case, without a memoryview
+            return len(data)
         with memoryview(data) as view:
             return view.nbytes
 
     def fileno(self) -> int:
-        return self._sock.fileno()
-
-    def _check_open(self) -> None:
-        if self.closed:
+        sock = self._sock
+        if sock is None:
             raise ValueError("I/O operation on closed SocketWriter")
+        return sock.fileno()
+
+    def close(self) -> None:
+        self._sock = None
+        super().close()
 
 
 @final
