@@ -37,10 +37,9 @@ from typing import Any, Final, cast
 
 from typing_extensions import Self
 
-from ._loop import ServeLoop
+from ._loop import ServeLoop, accept_failed
 from .connections import SocketWriter
 from .dispatchers import Job, Workers, _ChildWorkers, forked, threaded
-from .server import _CAPACITY_ERRNOS, ACCEPT_BACKOFF
 
 log: Final = logging.getLogger("servekit.classic")
 
@@ -273,18 +272,8 @@ class BaseServer:
         return None
 
     def _servekit_accept_failed(self, exc: OSError) -> None:
-        if exc.errno in _CAPACITY_ERRNOS:
-            log.warning(
-                "get_request() of %s failed (%s); pausing %.1f s before accepting again",
-                _describe(self),
-                exc,
-                ACCEPT_BACKOFF,
-            )
-            _state(self).driver.backoff = ACCEPT_BACKOFF
-        else:
-            # A connection that died in the backlog, a closed socket, ...:
-            # ignored, as the standard library does.
-            log.debug("get_request() of %s failed: %s", _describe(self), exc)
+        # Errors other than resource exhaustion are ignored, as the standard library does.
+        _state(self).driver.backoff = accept_failed(exc, "get_request()", _describe(self), log)
 
 
 class TCPServer(BaseServer):

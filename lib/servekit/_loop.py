@@ -20,6 +20,8 @@ Strategy:
 
 from __future__ import annotations
 
+import errno
+import logging
 import select
 import socket
 import threading
@@ -27,7 +29,7 @@ import time
 from collections.abc import Sequence
 from typing import Final, Protocol
 
-__all__ = ("Driver", "ServeLoop")
+__all__ = ("ACCEPT_BACKOFF", "Driver", "ServeLoop", "accept_failed")
 
 _READY: Final = 1
 _IDLE: Final = 0
@@ -35,6 +37,13 @@ _GONE: Final = -1
 
 _POLLIN: Final = select.POLLIN
 _POLLNVAL: Final = select.POLLNVAL
+
+#: ``accept()`` errors that mean "out of a resource", not "bad connection":
+#: retrying at once would spin, so the loop leaves the listener alone a while.
+_CAPACITY_ERRNOS: Final = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
+
+#: Seconds to leave the listener alone after such an error.
+ACCEPT_BACKOFF: Final = 0.1
 
 #: How often a saturated driver that offers no fd to wait on is asked again.
 SATURATED_POLL: Final = 0.01
@@ -70,6 +79,21 @@ class Driver(Protocol):
         re-ask every :data:`SATURATED_POLL` seconds.
         """
         ...
+
+
+def accept_failed(exc: OSError, call: str, where: str, log: logging.Logger) -> float:
+    """The back-off policy for a failed ``accept()``, shared by every driver.
+
+    Resource exhaustion is logged as a warning and answered with
+    :data:`ACCEPT_BACKOFF` seconds of leaving the listener alone; any other
+    error (a connection that died in the backlog, ...) is logged at debug
+    level and skipped.  Returns the back-off for :meth:`Driver.loop_ready`.
+    """
+    if exc.errno in _CAPACITY_ERRNOS:
+        log.warning("%s on %s failed (%s); pausing %.1f s before accepting again", call, where, exc, ACCEPT_BACKOFF)
+        return ACCEPT_BACKOFF
+    log.debug("%s on %s failed: %s", call, where, exc)
+    return 0.0
 
 
 def _about_to_run(target: object) -> threading.Thread | None:
@@ -197,11 +221,6 @@ class ServeLoop:
             if self._serving is not None:
                 self._stop = True
                 self._poke()
-
-    def wake(self) -> None:
-        """Wake a waiting loop so it runs its service actions now."""
-        with self._lock:
-            self._poke()
 
     def _stopping(self) -> bool:
         return self._stop

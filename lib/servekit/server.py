@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import errno
 import logging
 import socket
 import threading
@@ -14,7 +13,7 @@ from typing import Final, Generic, TypeVar, final, overload
 import attrs
 from typing_extensions import Self
 
-from ._loop import ServeLoop
+from ._loop import ACCEPT_BACKOFF, ServeLoop, accept_failed
 from ._types import Address, Predicate
 from ._validate import seconds
 from .connections import Datagram, Request, StreamConnection
@@ -23,7 +22,7 @@ from .errors import ServerClosedError
 from .handlers import Handler
 from .transports import Transport
 
-__all__ = ("Bound", "ErrorHandler", "Server", "server")
+__all__ = ("ACCEPT_BACKOFF", "Bound", "ErrorHandler", "Server", "server")
 
 log: Final = logging.getLogger("servekit.server")
 
@@ -31,13 +30,6 @@ _ReqT = TypeVar("_ReqT", bound=Request)
 
 ErrorHandler = Callable[[_ReqT, Exception], object]
 """Called with the request and the exception when a handler raises."""
-
-#: ``accept()`` errors that mean "out of a resource", not "bad connection":
-#: retrying at once would spin, so the loop leaves the listener alone a while.
-_CAPACITY_ERRNOS: Final = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
-
-#: Seconds to leave the listener alone after such an error.
-ACCEPT_BACKOFF: Final = 0.1
 
 _INLINE: Final = Inline()
 
@@ -349,7 +341,7 @@ class Bound(Generic[_ReqT]):
         except (BlockingIOError, InterruptedError):
             return 0.0
         except OSError as exc:
-            return self._accept_failed(exc)
+            return accept_failed(exc, "accept()", self._listener.name, log)
         verify = self._verify
         if verify is not None:
             try:
@@ -409,20 +401,6 @@ class Bound(Generic[_ReqT]):
         log.error(
             "error handling a request from %r on %s", request.client_address, self._listener.name, exc_info=exc
         )
-
-    def _accept_failed(self, exc: OSError) -> float:
-        if exc.errno in _CAPACITY_ERRNOS:
-            log.warning(
-                "accept() on %s failed (%s); pausing %.1f s before accepting again",
-                self._listener.name,
-                exc,
-                ACCEPT_BACKOFF,
-            )
-            return ACCEPT_BACKOFF
-        # A connection that died in the backlog (ECONNABORTED, EPROTO, ...):
-        # nothing to do but take the next one.
-        log.debug("accept() on %s failed: %s", self._listener.name, exc)
-        return 0.0
 
     def _check_open(self) -> None:
         if self._closed:
