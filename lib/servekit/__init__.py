@@ -18,43 +18,44 @@ plain function of one request) and a dispatcher (where the handler runs)::
 """
 
 
-from ._types import Address as Address
-from ._types import Predicate as Predicate
-from .acceptors import Acceptor as Acceptor
-from .acceptors import DatagramAcceptor as DatagramAcceptor
-from .acceptors import StreamAcceptor as StreamAcceptor
-from .connections import Datagram as Datagram
-from .connections import Request as Request
-from .connections import SocketWriter as SocketWriter
-from .connections import StreamConnection as StreamConnection
-from .dispatchers import Dispatcher as Dispatcher
-from .dispatchers import Forked as Forked
-from .dispatchers import Inline as Inline
-from .dispatchers import Job as Job
-from .dispatchers import Threaded as Threaded
-from .dispatchers import WorkerHost as WorkerHost
-from .dispatchers import Workers as Workers
-from .dispatchers import forked as forked
-from .dispatchers import inline as inline
-from .dispatchers import threaded as threaded
-from .errors import BindError as BindError
-from .errors import ServerClosedError as ServerClosedError
-from .handlers import Handler as Handler
-from .server import Bound as Bound
-from .server import ErrorHandler as ErrorHandler
-from .server import Server as Server
-from .server import server as server
-from .transports import Listener as Listener
-from .transports import TCPTransport as TCPTransport
-from .transports import Transport as Transport
-from .transports import format_address as format_address
-from .transports import UDPTransport as UDPTransport
-from .transports import UnixDatagramTransport as UnixDatagramTransport
-from .transports import UnixStreamTransport as UnixStreamTransport
-from .transports import tcp as tcp
-from .transports import udp as udp
-from .transports import unix_datagram as unix_datagram
-from .transports import unix_stream as unix_stream
+import typing as _typing
+
+if _typing.TYPE_CHECKING:
+    from ._api import *  # noqa: F403 - the names are listed in __all__ below
+else:
+    import sys as _sys
+    from types import ModuleType as _ModuleType
+
+    def __getattr__(name: str) -> object:
+        # The first public name asked for imports them all (attrs, logging,
+        # ...); until then ``import servekit.classic`` stays as light as the
+        # ``socketserver`` it replaces.
+        if name not in __all__:
+            raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+        from . import _api
+
+        namespace = globals()
+        for public in __all__:
+            namespace[public] = getattr(_api, public)
+        return namespace[name]
+
+    def __dir__() -> list[str]:
+        return sorted(set(globals()) | set(__all__))
+
+    class _Package(_ModuleType):
+        """Keeps ``servekit.server`` the function when the submodule of that name loads.
+
+        Importing a submodule sets it as an attribute of its package; with the
+        names bound lazily, ``servekit.server`` (the module) would otherwise
+        shadow ``servekit.server`` (the function) for good.
+        """
+
+        def __setattr__(self, name: str, value: object) -> None:
+            if name == "server" and isinstance(value, _ModuleType):
+                return
+            super().__setattr__(name, value)
+
+    _sys.modules[__name__].__class__ = _Package
 
 __version__ = "0.1.0"
 

@@ -24,24 +24,32 @@ server stops a loop running in another thread, bind errors name the address).
 from __future__ import annotations
 
 import io
-import logging
 import os
 import socket
 import sys
 import threading
-import traceback
 from collections.abc import Callable, Sequence
 from functools import partial
-from types import TracebackType
-from typing import Any, Final, cast
+from typing import TYPE_CHECKING, Any, Final, cast
 
-from typing_extensions import Self
-
-from ._loop import ServeLoop, accept_failed
+from ._loop import Hooks, ServeLoop, accept_failed
+from ._validate import int_in_range
+from ._workers import ChildWorkers, Job, ThreadWorkers, Workers
 from .connections import SocketWriter
-from .dispatchers import Job, Workers, _ChildWorkers, forked, threaded
 
-log: Final = logging.getLogger("servekit.classic")
+if TYPE_CHECKING:
+    from types import TracebackType
+
+    from typing_extensions import Self
+
+# Only what ``socketserver`` itself needs is imported here (no attrs, no
+# logging until something is logged): a forking server copies every page of
+# the process for each request, so the adapter's own footprint is a cost.
+
+#: The logger accept() failures are reported on.
+_LOGGER: Final = "servekit.classic"
+
+_check_max_children: Final = int_in_range("max_children", 1)
 
 #: ``serve_forever(poll_interval=None)`` (classic: wait without a limit) waits
 #: this long between service actions; ``shutdown()`` never waits for it.
@@ -96,32 +104,31 @@ class _Driver:
     names (a subclass may define anything else without clashing).
     """
 
-    __slots__ = ("_server", "backoff")
+    __slots__ = ("_server",)
 
     def __init__(self, server: BaseServer) -> None:
         self._server = server
-        # Set by a failed get_request() that asks the loop to back off.
-        self.backoff = 0.0
 
-    # -- servekit._loop.Driver --------------------------------------------
-
-    def loop_fileno(self) -> int:
+    def fileno(self) -> int:
+        """The server's ``fileno()``, or ``-1`` when its socket is closed."""
         fileno: Callable[[], int] = getattr(self._server, "fileno")
         try:
             return fileno()
         except (OSError, ValueError):
             return -1
 
-    def loop_ready(self) -> float:
-        self.backoff = 0.0
-        self._server._handle_request_noblock()
-        return self.backoff
+    # -- servekit._loop.Driver --------------------------------------------
 
-    def loop_service(self) -> None:
-        self._server.service_actions()
-
-    def loop_capacity(self) -> Sequence[int] | None:
-        return self._server._servekit_capacity()
+    def loop_hooks(self) -> Hooks:
+        # The hooks are the server's own methods, looked up once per run (as
+        # the standard library registers the server once per serve_forever).
+        server = self._server
+        return Hooks(
+            self.fileno(),
+            server._handle_request_noblock,
+            server.service_actions,
+            server._servekit_capacity if server._servekit_bounded else None,
+        )
 
     # -- servekit.dispatchers.WorkerHost ----------------------------------
 
@@ -194,7 +201,7 @@ class BaseServer:
                 timeout = sock_timeout if timeout is None else min(timeout, sock_timeout)
         if _state(self).loop.handle_request(timeout):
             return None
-        if _state(self).driver.loop_fileno() < 0:
+        if _state(self).driver.fileno() < 0:
             raise ValueError(f"{_describe(self)}: the server socket is closed")
         return self.handle_timeout()
 
@@ -252,6 +259,8 @@ class BaseServer:
         rule = "-" * 40
         print(rule, file=sys.stderr)
         print("Exception occurred during processing of request from", client_address, file=sys.stderr)
+        import traceback  # noqa: PLC0415 - only when an error is reported
+
         traceback.print_exc()
         print(rule, file=sys.stderr)
 
@@ -268,12 +277,15 @@ class BaseServer:
 
     # -- private hooks of the adapter --------------------------------------
 
+    #: Whether ``_servekit_capacity`` can ever report the server saturated.
+    _servekit_bounded = False
+
     def _servekit_capacity(self) -> Sequence[int] | None:
         return None
 
     def _servekit_accept_failed(self, exc: OSError) -> None:
         # Errors other than resource exhaustion are ignored, as the standard library does.
-        _state(self).driver.backoff = accept_failed(exc, "get_request()", _describe(self), log)
+        _state(self).loop.back_off(accept_failed(exc, "get_request()", _describe(self), _LOGGER))
 
 
 class TCPServer(BaseServer):
@@ -420,7 +432,7 @@ class ThreadingMixIn:
         block = bool(self.block_on_close)
         host = _state(server).driver
         workers = _workers(
-            server, ("threaded", daemon, block), lambda: threaded(daemon=daemon, block_on_close=block).start(host)
+            server, ("threaded", daemon, block), lambda: ThreadWorkers(host, daemon, block)
         )
         workers.dispatch(Job(partial(self._servekit_run, request, client_address), partial(server.close_request, request)))
 
@@ -450,10 +462,11 @@ if hasattr(os, "fork"):
         active_children: set[int] | None = None
         max_children = 40
         block_on_close = True
+        _servekit_bounded = True
 
-        def _servekit_children(self) -> list[_ChildWorkers]:
+        def _servekit_children(self) -> list[ChildWorkers]:
             table = _state(_as_server(self)).workers
-            return [cast(_ChildWorkers, w) for k, w in list(table.items()) if k[0] == "forked"]
+            return [cast(ChildWorkers, w) for k, w in list(table.items()) if k[0] == "forked"]
 
         def _servekit_sync(self) -> None:
             pids: set[int] = set()
@@ -485,9 +498,8 @@ if hasattr(os, "fork"):
             limit: int = self.max_children
             block = bool(self.block_on_close)
             host = _state(server).driver
-            workers = _workers(
-                server, ("forked", limit, block), lambda: forked(max_children=limit, block_on_close=block).start(host)
-            )
+            _check_max_children(None, None, limit)
+            workers = _workers(server, ("forked", limit, block), lambda: ChildWorkers(host, limit, block))
             workers.dispatch(
                 Job(partial(self._servekit_child, request, client_address), partial(server.close_request, request))
             )

@@ -8,32 +8,30 @@ loop only decides *when*: it waits on the listener and on a wake-up socket, so
 
 Strategy:
 
+* The driver hands the loop its hooks once per run (:class:`Hooks`), so a busy
+  loop costs one ``poll()`` and the driver's own two calls per request.
 * The wake-up socketpair exists only while ``serve_forever`` runs, so a server
   that is never served (or whose owner forgets to close it) holds no extra fds.
 * While the driver reports no capacity (a forked dispatcher at
   ``max_children``), the listener is left out of the wait: pending
   connections stay in the kernel backlog until a worker frees a slot.
 * After an ``accept()`` failure that signals resource exhaustion the driver
-  asks for a back-off; the listener is left out of the wait until it passes,
-  so the loop does not spin at 100 % CPU on ``EMFILE``.
+  asks for a back-off (:meth:`ServeLoop.back_off`); the listener is left out of
+  the wait until it passes, so the loop does not spin at 100 % CPU on
+  ``EMFILE``.
 """
 
 from __future__ import annotations
 
 import errno
-import logging
 import select
 import socket
 import threading
 import time
-from collections.abc import Sequence
-from typing import Final, Protocol
+from collections.abc import Callable, Sequence
+from typing import Final, NamedTuple, Protocol
 
-__all__ = ("ACCEPT_BACKOFF", "Driver", "ServeLoop", "accept_failed")
-
-_READY: Final = 1
-_IDLE: Final = 0
-_GONE: Final = -1
+__all__ = ("ACCEPT_BACKOFF", "Driver", "Hooks", "ServeLoop", "accept_failed")
 
 _POLLIN: Final = select.POLLIN
 _POLLNVAL: Final = select.POLLNVAL
@@ -49,46 +47,49 @@ ACCEPT_BACKOFF: Final = 0.1
 SATURATED_POLL: Final = 0.01
 
 
-class Driver(Protocol):
-    """**Protocol:** what the loop asks of the server it runs.
+class Hooks(NamedTuple):
+    """What one run of the loop calls, all from the thread running it.
 
-    All methods are called from the thread running the loop.
+    Attributes:
+        fileno: the listening socket's fd; negative when it is closed (the
+            run then ends at once).
+        ready: takes one request off the ready listener and dispatches it.
+        service: periodic work, run after every wake-up of ``serve_forever``.
+        capacity: ``None`` when the driver never runs out of capacity.
+            Otherwise asked before every wait: it returns ``None`` when
+            another request may be taken now, or the fds that become readable
+            when capacity may have come back (for example pidfds of child
+            processes); an empty sequence makes the loop ask again every
+            :data:`SATURATED_POLL` seconds.
     """
 
-    def loop_fileno(self) -> int:
-        """The listening socket's fd, or ``-1`` once it is closed (the loop then stops)."""
-        ...
+    fileno: int
+    ready: Callable[[], object]
+    service: Callable[[], object]
+    capacity: Callable[[], Sequence[int] | None] | None
 
-    def loop_ready(self) -> float:
-        """Take one request off the ready listener and dispatch it.
 
-        Returns the number of seconds to leave the listener alone (``0.0``
-        normally; more after an ``accept()`` failure that asks for a back-off).
-        """
-        ...
+class Driver(Protocol):
+    """**Protocol:** the server a loop runs."""
 
-    def loop_service(self) -> None:
-        """Periodic work: run after every wake-up of ``serve_forever``."""
-        ...
-
-    def loop_capacity(self) -> Sequence[int] | None:
-        """``None`` when another request may be taken now.
-
-        Otherwise the fds that become readable when capacity may have come back
-        (for example pidfds of child processes); an empty sequence makes the loop
-        re-ask every :data:`SATURATED_POLL` seconds.
-        """
+    def loop_hooks(self) -> Hooks:
+        """The hooks of the run that is starting (asked at every run)."""
         ...
 
 
-def accept_failed(exc: OSError, call: str, where: str, log: logging.Logger) -> float:
+def accept_failed(exc: OSError, call: str, where: str, logger: str) -> float:
     """The back-off policy for a failed ``accept()``, shared by every driver.
 
+    The failure is reported on the logger named *logger* (imported only now:
+    ``servekit.classic`` does not load :mod:`logging` until it logs).
     Resource exhaustion is logged as a warning and answered with
     :data:`ACCEPT_BACKOFF` seconds of leaving the listener alone; any other
     error (a connection that died in the backlog, ...) is logged at debug
-    level and skipped.  Returns the back-off for :meth:`Driver.loop_ready`.
+    level and skipped.  Returns the back-off for :meth:`ServeLoop.back_off`.
     """
+    import logging  # noqa: PLC0415 - see above
+
+    log = logging.getLogger(logger)
     if exc.errno in _CAPACITY_ERRNOS:
         log.warning("%s on %s failed (%s); pausing %.1f s before accepting again", call, where, exc, ACCEPT_BACKOFF)
         return ACCEPT_BACKOFF
@@ -107,6 +108,10 @@ def _about_to_run(target: object) -> threading.Thread | None:
         if thread is not me and getattr(thread, "_target", None) == target:
             return thread
     return None
+
+
+def _shorter(a: float | None, b: float) -> float:
+    return b if a is None or b < a else a
 
 
 class ServeLoop:
@@ -151,20 +156,9 @@ class ServeLoop:
             self._stop = self._pending is me
             self._pending = None
             self._idle.clear()
-        driver = self._driver
-        waiter = _Waiter(wake[0])
         try:
-            # The stop flag is checked after each wait: a stop asked for while
-            # the loop waited wins over a request that came in meanwhile.
-            while not self._stop:
-                state = self._wait(poll_interval, waiter)
-                if self._stopping() or state == _GONE:
-                    break
-                if state == _READY:
-                    delay = driver.loop_ready()
-                    if delay > 0:
-                        self._backoff_until = time.monotonic() + delay
-                driver.loop_service()
+            if not self._stop:
+                self._run(self._driver.loop_hooks(), poll_interval * 1000, _Waiter(wake[0]))
         finally:
             with self._lock:
                 self._serving = None
@@ -174,28 +168,62 @@ class ServeLoop:
             for sock in wake:
                 sock.close()
 
+    def _run(self, hooks: Hooks, interval_ms: float, waiter: _Waiter) -> None:
+        listener, ready, service, capacity = hooks
+        if listener < 0:
+            return
+        waiter.watch(listener, ())
+        poll = waiter.poller.poll
+        wake_fd = waiter.wake_fd
+        while True:
+            watching = listener
+            timeout_ms: float | None = interval_ms
+            if capacity is not None or self._backoff_until:
+                watching, timeout_ms = self._limits(listener, capacity, timeout_ms, waiter)
+            events = poll(timeout_ms)
+            # A stop asked for while the loop waited wins over a request
+            # that came in meanwhile.
+            if self._stop:
+                return
+            for fd, flags in events:
+                if fd == watching:
+                    if flags & _POLLNVAL:  # the listener was closed under us
+                        return
+                    ready()
+                elif fd == wake_fd:
+                    waiter.drain()
+            service()
+
     def handle_request(self, timeout: float | None) -> bool:
         """Wait up to *timeout* seconds (``None``: no limit) and handle one request.
 
         Returns ``False`` when the time ran out (or the listener is closed).
         The listener is polled at least once, even with a timeout of 0.
         """
+        listener, ready, _, capacity = self._driver.loop_hooks()
+        if listener < 0:
+            return False
         deadline = None if timeout is None else time.monotonic() + timeout
-        remaining = timeout
         waiter = _Waiter(None)
+        waiter.watch(listener, ())
+        remaining_ms = None if timeout is None else max(0.0, timeout * 1000)
         while True:
-            state = self._wait(remaining, waiter)
-            if state == _READY:
-                delay = self._driver.loop_ready()
-                if delay > 0:
-                    self._backoff_until = time.monotonic() + delay
-                return True
-            if state == _GONE:
-                return False
+            watching, timeout_ms = self._limits(listener, capacity, remaining_ms, waiter)
+            for fd, flags in waiter.poller.poll(timeout_ms):
+                if fd == watching:
+                    if flags & _POLLNVAL:
+                        return False
+                    ready()
+                    return True
             if deadline is not None:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
+                remaining_ms = (deadline - time.monotonic()) * 1000
+                if remaining_ms <= 0:
                     return False
+
+    def back_off(self, seconds: float) -> None:
+        """Leave the listener out of the wait for *seconds* (from the loop's thread)."""
+        if seconds > 0:
+            self._backoff_until = time.monotonic() + seconds
 
     def shutdown(self, target: object = None) -> None:
         """Stop ``serve_forever`` and wait until it has returned.
@@ -222,9 +250,6 @@ class ServeLoop:
                 self._stop = True
                 self._poke()
 
-    def _stopping(self) -> bool:
-        return self._stop
-
     def _poke(self) -> None:
         # Called with the lock held.
         if self._wake is not None:
@@ -233,37 +258,35 @@ class ServeLoop:
             except OSError:  # the buffer is full: a wake-up is already pending
                 pass
 
-    def _wait(self, timeout: float | None, waiter: _Waiter) -> int:
-        driver = self._driver
-        capacity = driver.loop_capacity()
+    def _limits(
+        self,
+        listener: int,
+        capacity: Callable[[], Sequence[int] | None] | None,
+        timeout_ms: float | None,
+        waiter: _Waiter,
+    ) -> tuple[int, float | None]:
+        """What to wait on, and how long, under a back-off or a capacity limit.
+
+        Returns the fd to treat as the listener (``-1``: the listener is not
+        watched this time) and the timeout in milliseconds (``None``: none).
+        """
+        waiting_for: Sequence[int] | None = None
         if self._backoff_until:
             left = self._backoff_until - time.monotonic()
             if left > 0:
-                capacity = ()
-                timeout = left if timeout is None else min(timeout, left)
+                waiting_for = ()
+                timeout_ms = _shorter(timeout_ms, left * 1000)
             else:
                 self._backoff_until = 0.0
-        if capacity is None:
-            listener = driver.loop_fileno()
-            if listener < 0:
-                return _GONE
-            if listener != waiter.listener or waiter.extra:
-                waiter.watch(listener, ())
-        else:
-            listener = -1
-            waiter.watch(-1, capacity)
-            if not capacity:
-                timeout = SATURATED_POLL if timeout is None else min(timeout, SATURATED_POLL)
-        state = _IDLE
-        # poll() takes float milliseconds and rounds them up; None waits forever.
-        for fd, events in waiter.poller.poll(None if timeout is None else max(0.0, timeout * 1000)):
-            if fd == listener:
-                if events & _POLLNVAL:
-                    return _GONE
-                state = _READY
-            elif fd == waiter.wake_fd:
-                waiter.drain()
-        return state
+        if waiting_for is None and capacity is not None:
+            waiting_for = capacity()
+        if waiting_for is None:
+            waiter.watch(listener, ())
+            return listener, timeout_ms
+        waiter.watch(-1, waiting_for)
+        if not waiting_for:
+            timeout_ms = _shorter(timeout_ms, SATURATED_POLL * 1000)
+        return -1, timeout_ms
 
 
 class _Waiter:
@@ -294,13 +317,14 @@ class _Waiter:
             if listener >= 0:
                 poller.register(listener, _POLLIN)
             self.listener = listener
-        extra = tuple(extra)
-        if extra != self.extra:
-            for fd in self.extra:
-                poller.unregister(fd)
-            for fd in extra:
-                poller.register(fd, _POLLIN)
-            self.extra = extra
+        if extra or self.extra:
+            extra = tuple(extra)
+            if extra != self.extra:
+                for fd in self.extra:
+                    poller.unregister(fd)
+                for fd in extra:
+                    poller.register(fd, _POLLIN)
+                self.extra = extra
 
     def drain(self) -> None:
         """Empty the wake-up socket."""

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import io
 import socket
-from typing import Protocol, final
+from typing import TYPE_CHECKING, Protocol, final
 
-from typing_extensions import Buffer
+if TYPE_CHECKING:
+    from typing_extensions import Buffer
 
-from ._types import Address
+    from ._types import Address
 
 __all__ = ("Datagram", "Request", "SocketWriter", "StreamConnection")
 

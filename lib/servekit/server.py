@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import socket
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from functools import partial
 from types import TracebackType
 from typing import Final, Generic, TypeVar, final, overload
@@ -13,11 +13,12 @@ from typing import Final, Generic, TypeVar, final, overload
 import attrs
 from typing_extensions import Self
 
-from ._loop import ACCEPT_BACKOFF, ServeLoop, accept_failed
+from ._loop import ACCEPT_BACKOFF, Hooks, ServeLoop, accept_failed
 from ._types import Address, Predicate
 from ._validate import seconds
 from .connections import Datagram, Request, StreamConnection
-from .dispatchers import Dispatcher, Inline, Job, Workers
+from ._workers import Job, Workers, capacity_hook
+from .dispatchers import Dispatcher, Inline
 from .errors import ServerClosedError
 from .handlers import Handler
 from .transports import Transport
@@ -332,16 +333,17 @@ class Bound(Generic[_ReqT]):
 
     # -- the serve loop's driver (see servekit._loop.Driver) ------------------
 
-    def loop_fileno(self) -> int:
-        return self._sock.fileno()
+    def loop_hooks(self) -> Hooks:
+        return Hooks(self._sock.fileno(), self._on_ready, self._on_wake, capacity_hook(self._workers))
 
-    def loop_ready(self) -> float:
+    def _on_ready(self) -> None:
         try:
             request = self._accept(self._sock)
         except (BlockingIOError, InterruptedError):
-            return 0.0
+            return
         except OSError as exc:
-            return accept_failed(exc, "accept()", self._listener.name, log)
+            self._loop.back_off(accept_failed(exc, "accept()", self._listener.name, log.name))
+            return
         verify = self._verify
         if verify is not None:
             try:
@@ -351,19 +353,15 @@ class Bound(Generic[_ReqT]):
                 admitted = False
             if not admitted:
                 self._release(request)
-                return 0.0
+                return
         self._dispatch(Job(partial(self._run, request), partial(self._discard, request)))
-        return 0.0
 
-    def loop_service(self) -> None:
+    def _on_wake(self) -> None:
         self._workers.service_actions()
         if self._service is not None:
             self._service()
         if self._fatal is not None:
             self._loop.stop()
-
-    def loop_capacity(self) -> Sequence[int] | None:
-        return self._workers.capacity()
 
     # -- the workers' host (see servekit.dispatchers.WorkerHost) --------------
 

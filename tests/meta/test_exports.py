@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import ast
 import inspect
+import subprocess
+import sys
 import typing
 from pathlib import Path
 
@@ -19,11 +21,13 @@ LAYERS = [
     "connections",
     "acceptors",
     "handlers",
+    "_workers",
     "dispatchers",
     "transports",
     "_loop",
     "server",
     "testing",
+    "_api",
     "__init__",
     "_classic",
     "classic",
@@ -36,6 +40,47 @@ def test_all_is_complete_and_sorted() -> None:
     modules = {"acceptors", "connections", "dispatchers", "errors", "handlers", "testing", "transports", "classic"}
     assert set(servekit.__all__) == public - modules
     assert list(servekit.__all__) == sorted(servekit.__all__)
+
+
+def _fresh(code: str) -> str:
+    """Run *code* in a new interpreter; return what it printed."""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 0, done.stderr
+    return done.stdout.strip()
+
+
+def test_classic_imports_only_what_socketserver_would() -> None:
+    # A forking server copies the process for every request: what the
+    # adapter loads is paid for per request, not only at start-up.
+    loaded = _fresh(
+        "import sys, servekit.classic\n"
+        "print(sorted(m for m in ('attrs', 'attr', 'logging', 'typing_extensions', 'traceback', 'servekit.server')"
+        " if m in sys.modules))"
+    )
+    assert loaded == "[]"
+
+
+def test_public_names_load_on_first_use() -> None:
+    code = (
+        "import sys, servekit\n"
+        "assert 'servekit.server' not in sys.modules\n"
+        "from servekit import server, tcp\n"
+        "print(server.__module__, tcp.__module__, 'attrs' in sys.modules)"
+    )
+    assert _fresh(code) == "servekit.server servekit.transports True"
+
+
+def test_importing_the_server_module_first_keeps_the_function() -> None:
+    # Importing a submodule binds it on its package; servekit.server must
+    # stay the function even when the module of that name loads first.
+    code = "import servekit.server, servekit\nprint(callable(servekit.server), servekit.Bound.__module__)"
+    assert _fresh(code) == "True servekit.server"
+
+
+def test_unknown_names_raise_attribute_error() -> None:
+    assert _fresh("import servekit\ntry:\n    servekit.nope\nexcept AttributeError as e:\n    print(e)") == (
+        "module 'servekit' has no attribute 'nope'"
+    )
 
 
 def test_layering() -> None:

@@ -1,0 +1,43 @@
+"""The public names of :mod:`servekit`, imported for real.
+
+``servekit/__init__.py`` re-exports these lazily, on first use, so that
+``import servekit.classic`` loads only what the classic adapter needs.
+"""
+
+from ._types import Address as Address
+from ._types import Predicate as Predicate
+from .acceptors import Acceptor as Acceptor
+from .acceptors import DatagramAcceptor as DatagramAcceptor
+from .acceptors import StreamAcceptor as StreamAcceptor
+from .connections import Datagram as Datagram
+from .connections import Request as Request
+from .connections import SocketWriter as SocketWriter
+from .connections import StreamConnection as StreamConnection
+from .dispatchers import Dispatcher as Dispatcher
+from .dispatchers import Forked as Forked
+from .dispatchers import Inline as Inline
+from .dispatchers import Job as Job
+from .dispatchers import Threaded as Threaded
+from .dispatchers import WorkerHost as WorkerHost
+from .dispatchers import Workers as Workers
+from .dispatchers import forked as forked
+from .dispatchers import inline as inline
+from .dispatchers import threaded as threaded
+from .errors import BindError as BindError
+from .errors import ServerClosedError as ServerClosedError
+from .handlers import Handler as Handler
+from .server import Bound as Bound
+from .server import ErrorHandler as ErrorHandler
+from .server import Server as Server
+from .server import server as server
+from .transports import Listener as Listener
+from .transports import TCPTransport as TCPTransport
+from .transports import Transport as Transport
+from .transports import format_address as format_address
+from .transports import UDPTransport as UDPTransport
+from .transports import UnixDatagramTransport as UnixDatagramTransport
+from .transports import UnixStreamTransport as UnixStreamTransport
+from .transports import tcp as tcp
+from .transports import udp as udp
+from .transports import unix_datagram as unix_datagram
+from .transports import unix_stream as unix_stream

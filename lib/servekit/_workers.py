@@ -1,0 +1,284 @@
+"""The running side of the dispatchers: the workers of one bound server.
+
+:mod:`servekit.dispatchers` holds the frozen descriptions users compose;
+this module holds what they start -- a job tuple, the protocols between a
+server and its workers, and the inline, thread and child-process workers.
+It imports nothing beyond the standard library, so ``servekit.classic``,
+which drives these workers directly, stays as light to import (and to fork)
+as the ``socketserver`` it replaces.
+"""
+
+from __future__ import annotations
+
+import gc
+import itertools
+import os
+import sys
+import threading
+from collections.abc import Callable, Sequence
+from typing import Final, NamedTuple, Protocol, final
+
+__all__ = (
+    "INLINE_WORKERS",
+    "ChildWorkers",
+    "InlineWorkers",
+    "Job",
+    "ThreadWorkers",
+    "WorkerHost",
+    "Workers",
+    "capacity_hook",
+)
+
+
+@final
+class Job(NamedTuple):
+    """One request's work, as the server hands it to a dispatcher.
+
+    A tuple, because one is made for every request and that must be cheap.
+
+    Attributes:
+        run: handles the request and releases it.  Call it exactly once, in the
+            worker.  Handler exceptions are dealt with inside; only
+            ``SystemExit``/``KeyboardInterrupt`` (and the like) escape it.
+        discard: drops this process's copy of the request; call it in the
+            parent when ``run`` runs in another process.
+    """
+
+    run: Callable[[], None]
+    discard: Callable[[], None]
+
+
+class WorkerHost(Protocol):
+    """**Protocol:** what a dispatcher's workers may ask of the server that started them."""
+
+    def close_inherited(self) -> None:
+        """In a new child process: close the server's sockets the child must not hold."""
+        ...
+
+    def worker_failed(self, exc: BaseException, /) -> None:
+        """A worker thread's job raised ``SystemExit``/``KeyboardInterrupt``: stop the server.
+
+        The serving thread re-raises *exc* from ``serve_forever``.
+        """
+        ...
+
+
+class Workers(Protocol):
+    """**Protocol:** the running side of a dispatcher, owned by one bound server.
+
+    ``dispatch``, ``capacity`` and ``service_actions`` are called from the
+    serving thread; ``close`` once, when the server closes.
+    """
+
+    def dispatch(self, job: Job, /) -> None:
+        """Run *job* (now, or in another thread or process)."""
+        ...
+
+    def capacity(self) -> Sequence[int] | None:
+        """``None`` if another job may be dispatched now.
+
+        Otherwise fds that turn readable when capacity may be back (an empty
+        sequence: the loop asks again shortly).  While there is no capacity
+        the server accepts nothing; clients wait in the listen backlog.
+        """
+        ...
+
+    def service_actions(self) -> None:
+        """Periodic housekeeping (reaping finished children); runs every loop wake-up."""
+        ...
+
+    def close(self) -> None:
+        """Release the workers, waiting for jobs in flight if so configured.  Idempotent."""
+        ...
+
+
+# -- inline ------------------------------------------------------------------
+
+
+@final
+class InlineWorkers:
+    __slots__ = ()
+
+    def dispatch(self, job: Job, /) -> None:
+        job.run()
+
+    def capacity(self) -> None:
+        return None
+
+    def service_actions(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+INLINE_WORKERS: Final = InlineWorkers()
+
+
+# -- threaded ----------------------------------------------------------------
+
+
+_thread_numbers: Final = itertools.count(1)
+
+
+@final
+class ThreadWorkers:
+    __slots__ = ("_daemon", "_host", "_live")
+
+    def __init__(self, host: WorkerHost, daemon: bool, block_on_close: bool) -> None:
+        self._host = host
+        self._daemon = daemon
+        # Threads are tracked only when close() must join them.
+        self._live: set[threading.Thread] | None = set() if block_on_close and not daemon else None
+
+    def dispatch(self, job: Job, /) -> None:
+        thread = threading.Thread(
+            target=self._work, args=(job,), name=f"servekit-worker-{next(_thread_numbers)}", daemon=self._daemon
+        )
+        live = self._live
+        if live is not None:
+            live.add(thread)
+        try:
+            thread.start()
+        except BaseException:
+            if live is not None:
+                live.discard(thread)
+            raise
+
+    def _work(self, job: Job) -> None:
+        try:
+            job.run()
+        except BaseException as exc:
+            self._host.worker_failed(exc)
+        finally:
+            live = self._live
+            if live is not None:
+                live.discard(threading.current_thread())
+
+    def capacity(self) -> None:
+        return None
+
+    def service_actions(self) -> None:
+        pass
+
+    def close(self) -> None:
+        live = self._live
+        if live is None:
+            return
+        me = threading.current_thread()
+        while live:
+            for thread in list(live):
+                if thread is not me:
+                    thread.join()
+                live.discard(thread)
+
+
+# -- forked ------------------------------------------------------------------
+
+
+def _exit_child(status: int) -> None:
+    # os._exit skips interpreter clean-up, including flushing stdio buffers;
+    # flush them so a handler's prints are not lost.
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            if stream is not None:
+                stream.flush()
+        except Exception:  # noqa: BLE001 - nothing can be reported from here
+            pass
+    os._exit(status)
+
+
+@final
+class ChildWorkers:
+    __slots__ = ("_block_on_close", "_children", "_host", "_max")
+
+    def __init__(self, host: WorkerHost, max_children: int, block_on_close: bool) -> None:
+        self._host = host
+        self._max = max_children
+        self._block_on_close = block_on_close
+        # pid -> pidfd (opened only while the workers are saturated; -1 if not)
+        self._children: dict[int, int] = {}
+
+    @property
+    def active(self) -> int:
+        """How many children have not been reaped yet."""
+        return len(self._children)
+
+    @property
+    def pids(self) -> frozenset[int]:
+        """The pids of the children not reaped yet."""
+        return frozenset(self._children)
+
+    def reap(self, *, block: bool = False) -> None:
+        """Reap finished children; with *block*, wait until every child has exited."""
+        self._reap(block=block)
+
+    def dispatch(self, job: Job, /) -> None:
+        pid = os.fork()
+        if pid == 0:  # the child: handle the request, then leave without returning
+            # Keep the collector off the objects inherited from the parent: a
+            # collection would touch every one of them and copy their pages.
+            gc.freeze()
+            status = 1
+            try:
+                self._host.close_inherited()
+                job.run()
+                status = 0
+            finally:
+                _exit_child(status)
+        self._children[pid] = -1
+        job.discard()
+
+    def capacity(self) -> Sequence[int] | None:
+        if len(self._children) < self._max:
+            return None
+        self._reap(block=False)
+        if len(self._children) < self._max:
+            return None
+        return self._pidfds()
+
+    def _pidfds(self) -> list[int]:
+        if not hasattr(os, "pidfd_open"):
+            return []
+        fds = []
+        for pid, fd in self._children.items():
+            if fd < 0:
+                try:
+                    fd = self._children[pid] = os.pidfd_open(pid)
+                except OSError:  # gone already, or pidfds unsupported: poll instead
+                    return []
+            fds.append(fd)
+        return fds
+
+    def service_actions(self) -> None:
+        self._reap(block=False)
+
+    def _reap(self, *, block: bool) -> None:
+        # Only our own children, one by one: waitpid(-1) could reap a child
+        # that some other part of the program is waiting for.
+        for pid in list(self._children):
+            try:
+                done, _ = os.waitpid(pid, 0 if block else os.WNOHANG)
+            except ChildProcessError:  # reaped by someone else
+                done = pid
+            if done:
+                fd = self._children.pop(pid)
+                if fd >= 0:
+                    os.close(fd)
+
+    def close(self) -> None:
+        self._reap(block=self._block_on_close)
+        # Children left running (block_on_close=False) are no longer watched.
+        for fd in self._children.values():
+            if fd >= 0:
+                os.close(fd)
+        self._children = dict.fromkeys(self._children, -1)
+
+
+#: Workers whose ``capacity()`` is always ``None``: the loop need not ask them.
+_NEVER_SATURATED: Final = frozenset({InlineWorkers, ThreadWorkers})
+
+
+def capacity_hook(workers: Workers) -> Callable[[], Sequence[int] | None] | None:
+    """*workers*' ``capacity`` for the serve loop, or ``None`` if they never run out."""
+    return None if type(workers) in _NEVER_SATURATED else workers.capacity
