@@ -16,7 +16,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from bench.generator import LoadResult
-from bench.harness import Cell, Options, Results
+from bench.harness import IMPORTS, Cell, Options, Results
 from bench.servers import ENTRIES, WORKLOADS, Entry, Workload, by_name, proto_of
 
 __all__ = ("read_json", "render", "write_chart", "write_json")
@@ -286,10 +286,10 @@ def _lifecycle(results: Results) -> list[str]:
     lines += _table(table, {1, 2, 3, 4})
     if results.imports:
         lines.append("")
-        lines.append("Import time -- python -X importtime, cumulative, median of "
-                     f"{results.options.import_repeats} fresh interpreters:")  # fmt: skip
+        lines.append("Import time -- wall time of the statement in a fresh interpreter (.pyc files written first), "
+                     f"median of {results.options.import_repeats}:")  # fmt: skip
         for module, seconds in results.imports.items():
-            lines.append(f"  import {module:14} {_fmt_s(seconds)}")
+            lines.append(f"  {IMPORTS.get(module, 'import ' + module):28} {_fmt_s(seconds)}")
     return [*lines, ""]
 
 
@@ -330,7 +330,10 @@ def headline(results: Results) -> list[str]:
                      f"vs ThreadingTCPServer {_fmt_s(std)}")  # fmt: skip
     imp = results.imports
     if "servekit" in imp and "socketserver" in imp:
-        lines.append(f"  import: servekit {_fmt_s(imp['servekit'])} vs socketserver {_fmt_s(imp['socketserver'])}")
+        text = f"  import: servekit {_fmt_s(imp['servekit'])}"
+        if "servekit.classic" in imp:
+            text += f", servekit.classic {_fmt_s(imp['servekit.classic'])}"
+        lines.append(f"{text} vs socketserver {_fmt_s(imp['socketserver'])}")
     return [*lines, ""] if len(lines) > 1 else []
 
 

@@ -63,16 +63,19 @@ _state_lock: Final = threading.Lock()
 class _State:
     """What one classic server keeps besides its public attributes."""
 
-    __slots__ = ("driver", "loop", "threads", "workers")
+    __slots__ = ("children", "driver", "loop", "threads", "workers")
 
     def __init__(self, server: BaseServer) -> None:
         self.driver = _Driver(server)
         self.loop = ServeLoop(self.driver)
-        # Workers by the configuration they were built from, so that a
-        # changed class attribute takes effect at the next request.
+        # ThreadingMixIn's workers by the configuration they were built from,
+        # so that a changed class attribute takes effect at the next request.
         self.workers: dict[tuple[object, ...], Workers] = {}
         # Request threads of ThreadingMixIn while their job runs.
         self.threads: set[threading.Thread] = set()
+        # ForkingMixIn's workers, reconfigured from the class attributes at
+        # every request.
+        self.children: ChildWorkers | None = None
 
 
 def _state(server: BaseServer) -> _State:
@@ -127,7 +130,7 @@ class _Driver:
             self.fileno(),
             server._handle_request_noblock,
             server.service_actions,
-            server._servekit_capacity if server._servekit_bounded else None,
+            server._servekit_capacity(),
         )
 
     # -- servekit.dispatchers.WorkerHost ----------------------------------
@@ -277,10 +280,8 @@ class BaseServer:
 
     # -- private hooks of the adapter --------------------------------------
 
-    #: Whether ``_servekit_capacity`` can ever report the server saturated.
-    _servekit_bounded = False
-
-    def _servekit_capacity(self) -> Sequence[int] | None:
+    def _servekit_capacity(self) -> Callable[[], Sequence[int] | None] | None:
+        """The serve loop's capacity hook (see servekit._loop.Hooks): none, never saturated."""
         return None
 
     def _servekit_accept_failed(self, exc: OSError) -> None:
@@ -396,15 +397,19 @@ if hasattr(socket, "AF_UNIX"):
         address_family = socket.AF_UNIX
 
 
-def _as_server(mixin: object) -> BaseServer:
-    # The mix-ins are only ever used in front of a BaseServer.
-    return cast(BaseServer, mixin)
+# The mix-ins are only ever used in front of a BaseServer: to the type
+# checker they derive from it (so ``self`` has the server's methods), at run
+# time from object (so the MRO is the standard library's).
+if TYPE_CHECKING:
+    _MixInBase = BaseServer
+else:
+    _MixInBase = object
 
 
 # -- mix-ins ------------------------------------------------------------------
 
 
-class ThreadingMixIn:
+class ThreadingMixIn(_MixInBase):
     """Handle each request in a new thread (servekit's ``threaded()`` dispatcher)."""
 
     daemon_threads = False
@@ -413,31 +418,27 @@ class ThreadingMixIn:
     @property
     def _threads(self) -> list[threading.Thread]:
         """The request threads running now (a snapshot)."""
-        return [t for t in list(_state(_as_server(self)).threads) if t.is_alive()]
+        return [t for t in list(_state(self).threads) if t.is_alive()]
 
     def process_request_thread(self, request: Any, client_address: Any) -> None:
         """Handle the request in the new thread; errors go to ``handle_error``."""
-        server = _as_server(self)
         try:
-            server.finish_request(request, client_address)
+            self.finish_request(request, client_address)
         except Exception:
-            server.handle_error(request, client_address)
+            self.handle_error(request, client_address)
         finally:
-            server.shutdown_request(request)
+            self.shutdown_request(request)
 
     def process_request(self, request: Any, client_address: Any) -> None:
         """Start a thread for the request."""
-        server = _as_server(self)
         daemon = bool(self.daemon_threads)
         block = bool(self.block_on_close)
-        host = _state(server).driver
-        workers = _workers(
-            server, ("threaded", daemon, block), lambda: ThreadWorkers(host, daemon, block)
-        )
-        workers.dispatch(Job(partial(self._servekit_run, request, client_address), partial(server.close_request, request)))
+        host = _state(self).driver
+        workers = _workers(self, ("threaded", daemon, block), lambda: ThreadWorkers(host, daemon, block))
+        workers.dispatch(Job(partial(self._servekit_run, request, client_address), partial(self.close_request, request)))
 
     def _servekit_run(self, request: Any, client_address: Any) -> None:
-        threads = _state(_as_server(self)).threads
+        threads = _state(self).threads
         me = threading.current_thread()
         threads.add(me)
         try:
@@ -447,39 +448,27 @@ class ThreadingMixIn:
 
     def server_close(self) -> None:
         """Close the server, then wait for request threads as ``block_on_close`` says."""
-        super().server_close()  # type: ignore[misc]
-        table = _state(_as_server(self)).workers
+        super().server_close()
+        table = _state(self).workers
         for key in [k for k in table if k[0] == "threaded"]:
             table.pop(key).close()
 
 
 if hasattr(os, "fork"):
 
-    class ForkingMixIn:
+    class ForkingMixIn(_MixInBase):
         """Handle each request in a new process (servekit's ``forked()`` dispatcher)."""
 
         timeout: float | None = 300
         active_children: set[int] | None = None
         max_children = 40
         block_on_close = True
-        _servekit_bounded = True
-
-        def _servekit_children(self) -> list[ChildWorkers]:
-            table = _state(_as_server(self)).workers
-            return [cast(ChildWorkers, w) for k, w in list(table.items()) if k[0] == "forked"]
-
-        def _servekit_sync(self) -> None:
-            pids: set[int] = set()
-            for workers in self._servekit_children():
-                pids.update(workers.pids)
-            if pids or self.active_children is not None:
-                self.active_children = pids
 
         def collect_children(self, *, blocking: bool = False) -> None:
             """Reap the children that have exited; with *blocking*, wait for all of them."""
-            for workers in self._servekit_children():
-                workers.reap(block=blocking)
-            self._servekit_sync()
+            children = _state(self).children
+            if children is not None:
+                children.reap(block=blocking)
 
         def handle_timeout(self) -> None:
             """Reap children after ``timeout`` seconds without a request."""
@@ -489,46 +478,59 @@ if hasattr(os, "fork"):
             """Reap children at every wake-up of the serve loop."""
             self.collect_children()
 
-        def _servekit_key(self) -> tuple[object, ...]:
-            return ("forked", self.max_children, bool(self.block_on_close))
-
         def process_request(self, request: Any, client_address: Any) -> None:
             """Fork a child that handles the request; the parent closes its copy."""
-            server = _as_server(self)
+            # The core's child workers fork, track, limit and reap; the request
+            # itself runs here, in the classic order, with as few calls as the
+            # standard library makes: after a fork every page either process
+            # writes to is copied, so each extra call costs more than its time.
+            children = self._servekit_children()
+            if children.fork():
+                if self.active_children is None:
+                    # The classic attribute is the workers' own live set of pids.
+                    self.active_children = children.pids
+                self.close_request(request)
+                return
+            status = 1  # until the handler has returned
+            try:
+                try:
+                    self.finish_request(request, client_address)
+                    status = 0
+                except Exception:
+                    self.handle_error(request, client_address)
+                finally:
+                    self.shutdown_request(request)
+            finally:
+                os._exit(status)
+
+        def _servekit_children(self) -> ChildWorkers:
+            """The server's child workers, configured from the class attributes now."""
+            state = _state(self)
             limit: int = self.max_children
             block = bool(self.block_on_close)
-            host = _state(server).driver
-            _check_max_children(None, None, limit)
-            workers = _workers(server, ("forked", limit, block), lambda: ChildWorkers(host, limit, block))
-            workers.dispatch(
-                Job(partial(self._servekit_child, request, client_address), partial(server.close_request, request))
-            )
-            self._servekit_sync()
+            children = state.children
+            if children is None:
+                _check_max_children(None, None, limit)
+                # socketserver's children neither flush stdio nor freeze the
+                # collector, and each costs page copies in every child.
+                children = state.children = ChildWorkers(
+                    state.driver, limit, block, flush_stdio=False, freeze_gc=False
+                )
+            else:
+                if limit != children.max_children:
+                    _check_max_children(None, None, limit)
+                    children.max_children = limit
+                children.block_on_close = block
+            return children
 
-        def _servekit_child(self, request: Any, client_address: Any) -> None:
-            # Runs in the child; an exception here makes it exit with status 1.
-            server = _as_server(self)
-            try:
-                server.finish_request(request, client_address)
-            except Exception:
-                server.handle_error(request, client_address)
-                raise
-            finally:
-                server.shutdown_request(request)
-
-        def _servekit_capacity(self) -> Sequence[int] | None:
+        def _servekit_capacity(self) -> Callable[[], Sequence[int] | None] | None:
             # At max_children the loop waits for a child to exit instead of
             # accepting (and instead of blocking in waitpid(-1)).
-            workers = _state(_as_server(self)).workers.get(self._servekit_key())
-            if workers is None:
-                return None
-            capacity = workers.capacity()
-            self._servekit_sync()
-            return capacity
+            return self._servekit_children().capacity
 
         def server_close(self) -> None:
             """Close the server, then reap children (waiting, if ``block_on_close``)."""
-            super().server_close()  # type: ignore[misc]
+            super().server_close()
             self.collect_children(blocking=bool(self.block_on_close))
 
 

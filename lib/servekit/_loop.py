@@ -175,11 +175,15 @@ class ServeLoop:
         waiter.watch(listener, ())
         poll = waiter.poller.poll
         wake_fd = waiter.wake_fd
+        # Capacity can only run out when a request is dispatched: it is asked
+        # after each dispatch, and re-asked before every wait while it is out.
+        limited = capacity is not None
         while True:
             watching = listener
             timeout_ms: float | None = interval_ms
-            if capacity is not None or self._backoff_until:
+            if limited or self._backoff_until:
                 watching, timeout_ms = self._limits(listener, capacity, timeout_ms, waiter)
+                limited = watching < 0
             events = poll(timeout_ms)
             # A stop asked for while the loop waited wins over a request
             # that came in meanwhile.
@@ -190,6 +194,8 @@ class ServeLoop:
                     if flags & _POLLNVAL:  # the listener was closed under us
                         return
                     ready()
+                    if capacity is not None and capacity() is not None:
+                        limited = True
                 elif fd == wake_fd:
                     waiter.drain()
             service()

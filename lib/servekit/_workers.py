@@ -176,103 +176,127 @@ class ThreadWorkers:
 # -- forked ------------------------------------------------------------------
 
 
-def _exit_child(status: int) -> None:
-    # os._exit skips interpreter clean-up, including flushing stdio buffers;
-    # flush them so a handler's prints are not lost.
+def _flush_stdio() -> None:
     for stream in (sys.stdout, sys.stderr):
         try:
             if stream is not None:
                 stream.flush()
         except Exception:  # noqa: BLE001 - nothing can be reported from here
             pass
-    os._exit(status)
 
 
 @final
 class ChildWorkers:
-    __slots__ = ("_block_on_close", "_children", "_host", "_max")
+    """A child process per job, at most ``max_children`` at a time.
 
-    def __init__(self, host: WorkerHost, max_children: int, block_on_close: bool) -> None:
+    ``max_children`` and ``block_on_close`` may be changed while the workers
+    run (``servekit.classic`` reads them from class attributes per request);
+    ``pids`` is the live set of children not reaped yet.
+
+    With *flush_stdio*, ``sys.stdout`` and ``sys.stderr`` are flushed before
+    each fork (so a child does not inherit, and write again, what the parent
+    has buffered) and before the child leaves with ``os._exit`` (which skips
+    that clean-up), as :mod:`multiprocessing` does.  With *freeze_gc* the
+    child moves the objects it inherited out of the collector's reach
+    (``gc.freeze()``), so that a collection in a long-lived child does not
+    touch, and copy, every page of the parent's heap.  Both cost page copies
+    in every child; ``servekit.classic`` turns them off, as ``socketserver``
+    does neither.
+    """
+
+    __slots__ = ("_flush", "_freeze", "_host", "_pidfds", "block_on_close", "max_children", "pids")
+
+    def __init__(
+        self,
+        host: WorkerHost,
+        max_children: int,
+        block_on_close: bool,
+        *,
+        flush_stdio: bool = True,
+        freeze_gc: bool = True,
+    ) -> None:
         self._host = host
-        self._max = max_children
-        self._block_on_close = block_on_close
-        # pid -> pidfd (opened only while the workers are saturated; -1 if not)
-        self._children: dict[int, int] = {}
+        self._flush = flush_stdio
+        self._freeze = freeze_gc
+        self.max_children = max_children
+        self.block_on_close = block_on_close
+        self.pids: set[int] = set()
+        # pid -> pidfd, opened only while the workers are saturated.
+        self._pidfds: dict[int, int] = {}
 
-    @property
-    def active(self) -> int:
-        """How many children have not been reaped yet."""
-        return len(self._children)
+    def fork(self) -> int:
+        """Start a child: returns ``0`` in the child, the child's pid in the parent.
 
-    @property
-    def pids(self) -> frozenset[int]:
-        """The pids of the children not reaped yet."""
-        return frozenset(self._children)
-
-    def reap(self, *, block: bool = False) -> None:
-        """Reap finished children; with *block*, wait until every child has exited."""
-        self._reap(block=block)
+        The child must leave with ``os._exit``; the parent's copy is tracked
+        (``pids``) and reaped by :meth:`reap`.
+        """
+        if self._flush:
+            _flush_stdio()
+        pid = os.fork()
+        if pid:
+            self.pids.add(pid)
+        elif self._freeze:
+            gc.freeze()
+        return pid
 
     def dispatch(self, job: Job, /) -> None:
-        pid = os.fork()
-        if pid == 0:  # the child: handle the request, then leave without returning
-            # Keep the collector off the objects inherited from the parent: a
-            # collection would touch every one of them and copy their pages.
-            gc.freeze()
+        if self.fork() == 0:  # the child: handle the request, then leave without returning
             status = 1
             try:
                 self._host.close_inherited()
                 job.run()
                 status = 0
             finally:
-                _exit_child(status)
-        self._children[pid] = -1
+                if self._flush:
+                    _flush_stdio()
+                os._exit(status)
         job.discard()
 
     def capacity(self) -> Sequence[int] | None:
-        if len(self._children) < self._max:
+        if len(self.pids) < self.max_children:
             return None
-        self._reap(block=False)
-        if len(self._children) < self._max:
+        self.reap()
+        if len(self.pids) < self.max_children:
             return None
-        return self._pidfds()
+        return self._watch()
 
-    def _pidfds(self) -> list[int]:
+    def _watch(self) -> list[int]:
+        # A pidfd turns readable when its process exits: the loop can wait
+        # on them instead of polling.
         if not hasattr(os, "pidfd_open"):
             return []
-        fds = []
-        for pid, fd in self._children.items():
-            if fd < 0:
+        for pid in self.pids:
+            if pid not in self._pidfds:
                 try:
-                    fd = self._children[pid] = os.pidfd_open(pid)
+                    self._pidfds[pid] = os.pidfd_open(pid)
                 except OSError:  # gone already, or pidfds unsupported: poll instead
                     return []
-            fds.append(fd)
-        return fds
+        return list(self._pidfds.values())
 
     def service_actions(self) -> None:
-        self._reap(block=False)
+        self.reap()
 
-    def _reap(self, *, block: bool) -> None:
+    def reap(self, *, block: bool = False) -> None:
+        """Reap finished children; with *block*, wait until every child has exited."""
         # Only our own children, one by one: waitpid(-1) could reap a child
         # that some other part of the program is waiting for.
-        for pid in list(self._children):
+        for pid in list(self.pids):
             try:
                 done, _ = os.waitpid(pid, 0 if block else os.WNOHANG)
             except ChildProcessError:  # reaped by someone else
                 done = pid
             if done:
-                fd = self._children.pop(pid)
+                self.pids.discard(pid)
+                fd = self._pidfds.pop(pid, -1)
                 if fd >= 0:
                     os.close(fd)
 
     def close(self) -> None:
-        self._reap(block=self._block_on_close)
+        self.reap(block=self.block_on_close)
         # Children left running (block_on_close=False) are no longer watched.
-        for fd in self._children.values():
-            if fd >= 0:
-                os.close(fd)
-        self._children = dict.fromkeys(self._children, -1)
+        for fd in self._pidfds.values():
+            os.close(fd)
+        self._pidfds.clear()
 
 
 #: Workers whose ``capacity()`` is always ``None``: the loop need not ask them.

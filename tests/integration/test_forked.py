@@ -6,6 +6,8 @@ import fcntl
 import os
 import select
 import socket
+import subprocess
+import sys
 import threading
 from pathlib import Path
 
@@ -168,3 +170,31 @@ class TestMaxChildren:
             assert not thread.is_alive()
             first.sendall(b"go\n")
         bound.close()
+
+
+_STDIO_SCRIPT = """
+import socket
+from servekit import StreamConnection, forked, server, tcp
+
+def handler(conn: StreamConnection) -> None:
+    print("written by the child")
+    conn.socket.sendall(b"ok")
+
+print("buffered by the parent")  # stdout is a pipe: held in the buffer, not written yet
+with server(tcp("127.0.0.1", 0), handler, dispatcher=forked()).bind() as bound:
+    with socket.create_connection(("127.0.0.1", bound.port), timeout=10) as client:
+        assert bound.handle_request()
+        assert client.recv(2) == b"ok"
+"""
+
+
+def test_child_output_is_neither_lost_nor_doubled() -> None:
+    # The parent flushes stdio before forking (else the child would inherit
+    # its buffer and write it again) and the child before os._exit (which
+    # would drop what the handler printed).
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}
+    done = subprocess.run(
+        [sys.executable, "-c", _STDIO_SCRIPT], capture_output=True, text=True, env=env, timeout=TIMEOUT, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == ["buffered by the parent", "written by the child"]
