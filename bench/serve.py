@@ -102,7 +102,9 @@ def main(argv: list[str]) -> int:
         print(f"{name} is not a Python server", file=sys.stderr)
         return 2
     for module in entry.requires:  # imports are not start-up: see the import figure
-        importlib.import_module(module)
+        loaded = importlib.import_module(module)
+        for name in getattr(loaded, "__all__", ()):  # names a package loads lazily (servekit's)
+            getattr(loaded, name)
     started = time.perf_counter()
     serving = build(proto, host, poll)
     watcher = _Watcher(serving, proto, started)
