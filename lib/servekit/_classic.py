@@ -5,13 +5,14 @@ classes.  They keep the standard library's shape -- template methods that a
 subclass overrides -- and delegate the machinery to the core:
 
 * the one serve loop (:class:`servekit._loop.ServeLoop`) runs ``serve_forever``
-  and ``handle_request``; a small private driver turns the loop's questions
-  into calls of the public hooks (``fileno``, ``get_request``,
+  and ``handle_request``; a small private driver hands it the server's own
+  methods (``_handle_request_noblock``, ``service_actions``) at the start of
+  every run, and those call the public hooks (``get_request``,
   ``verify_request``, ``process_request``, ``handle_error``,
-  ``shutdown_request``, ``service_actions``), looked up on the instance at
-  call time, so overrides and per-instance tweaks take effect;
-* ``ThreadingMixIn`` and ``ForkingMixIn`` hand each request to the core's
-  ``threaded()`` / ``forked()`` workers, built from the instance's class
+  ``shutdown_request``, ...) on the instance, so overrides take effect;
+* ``ThreadingMixIn`` hands each request to the core's thread workers, and
+  ``ForkingMixIn`` forks through the core's child workers (which track,
+  limit and reap the children), both configured from the instance's class
   attributes when a request arrives.
 
 Where the classic behaviour is a defect with no documented purpose the loop
