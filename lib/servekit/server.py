@@ -183,6 +183,7 @@ class Bound(Generic[_ReqT]):
         "_run",
         "_service",
         "_sock",
+        "_stream",
         "_spec",
         "_verify",
         "_workers",
@@ -193,6 +194,7 @@ class Bound(Generic[_ReqT]):
         acceptor = spec.transport.acceptor()
         self._listener = spec.transport.listen()
         self._sock = sock = self._listener.socket
+        self._stream = sock.type == socket.SOCK_STREAM
         self._closed = False
         self._close_lock = threading.Lock()
         self._fatal: BaseException | None = None
@@ -367,7 +369,7 @@ class Bound(Generic[_ReqT]):
 
     def close_inherited(self) -> None:
         # Only stream listeners: a datagram's replies go out on the listener.
-        if self._sock.type == socket.SOCK_STREAM:
+        if self._stream:
             self._sock.close()
 
     def worker_failed(self, exc: BaseException, /) -> None:
