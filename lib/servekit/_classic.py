@@ -487,9 +487,15 @@ if hasattr(os, "fork"):
             # writes to is copied, so each extra call costs more than its time.
             children = self._servekit_children()
             if children.fork():
-                if self.active_children is None:
-                    # The classic attribute is the workers' own live set of pids.
-                    self.active_children = children.pids
+                active = self.active_children
+                if active is not children.pids:
+                    # The classic attribute is the workers' own live set of
+                    # pids; a set the program put there itself is adopted.
+                    if active is None:
+                        self.active_children = children.pids
+                    else:
+                        active |= children.pids
+                        children.pids = active
                 self.close_request(request)
                 return
             status = 1  # until the handler has returned

@@ -405,3 +405,30 @@ def test_forking_at_max_children_waits_instead_of_blocking() -> None:
         for payload in (b"one\n", b"two\n"):
             assert _stream_roundtrip(socket.AF_INET, server.server_address, payload) == payload
     assert not server.active_children
+
+
+@pytest.mark.skipif(not HAS_FORK, reason="needs os.fork")
+@pytest.mark.parametrize("mod", MODULES)
+@pytest.mark.parametrize("preset", [False, True], ids=["default", "set-by-the-program"])
+def test_active_children_is_the_live_set_of_children(mod: ModuleType, preset: bool) -> None:
+    class Handler(mod.StreamRequestHandler):  # type: ignore[misc,name-defined]
+        def handle(self) -> None:
+            self.wfile.write(self.rfile.readline())
+
+    class Server(mod.ForkingTCPServer):  # type: ignore[misc,name-defined]
+        pass
+
+    with Server(("127.0.0.1", 0), Handler) as server:
+        mine: set[int] = set()
+        if preset:  # a program that sets the attribute up itself: its set is the one kept up to date
+            server.active_children = mine
+        assert not server.active_children
+        with socket.create_connection(server.server_address, timeout=TIMEOUT) as client:
+            client.sendall(b"hi\n")
+            server.handle_request()  # accepts and forks; the child answers
+            assert client.recv(16) == b"hi\n"
+        assert len(server.active_children) == 1  # exited or not, not reaped yet
+        if preset:
+            assert server.active_children is mine
+        server.collect_children(blocking=True)
+        assert not server.active_children
