@@ -9,9 +9,13 @@ of CI's pass/fail; this is.
 from __future__ import annotations
 
 import os
+import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 
 def _repo_root() -> Path:
@@ -27,11 +31,15 @@ TIMEOUT_S = 120
 
 
 def _run_smoke(*extra: str) -> subprocess.CompletedProcess[str]:
+    return _run("bench", "--smoke", *extra)
+
+
+def _run(module: str, *args: str) -> subprocess.CompletedProcess[str]:
     env = dict(os.environ)
     # The servers import servekit; from a checkout that is not installed, lib/ has it.
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), str(REPO / "lib"), env.get("PYTHONPATH")) if p)
     return subprocess.run(
-        [sys.executable, "-m", "bench", "--smoke", *extra],
+        [sys.executable, "-m", module, *args],
         cwd=REPO,
         env=env,
         capture_output=True,
@@ -60,3 +68,14 @@ def test_python_generator_fallback_works() -> None:
     assert proc.returncode == 0, f"exit {proc.returncode}\n{proc.stderr[-4000:]}"
     assert "Python fallback" in proc.stdout
     assert "Generator ceiling" in proc.stdout
+
+
+@pytest.mark.skipif(shutil.which("valgrind") is None, reason="valgrind is not installed")
+def test_instruction_counts() -> None:
+    """``python -m bench.instructions`` on one server and its twin, a few requests."""
+    proc = _run("bench.instructions", "--only", "classic.UDPServer", "--workloads", "udp", "--requests", "5")
+    assert proc.returncode == 0, f"exit {proc.returncode}\n{proc.stderr[-4000:]}\n{proc.stdout[-2000:]}"
+    assert "Instructions per request" in proc.stdout
+    for name in ("classic.UDPServer", "stdlib.UDPServer"):
+        assert re.search(rf"^  {re.escape(name)} +udp +[0-9,]+", proc.stdout, re.MULTILINE), proc.stdout
+    assert re.search(r"stdlib\.UDPServer +[0-9.]+x$", proc.stdout, re.MULTILINE), proc.stdout
