@@ -18,6 +18,12 @@ import attrs
 from ._validate import flag, int_in_range
 from ._workers import INLINE_WORKERS, ChildWorkers, Job, ThreadWorkers, WorkerHost, Workers
 
+# Job, WorkerHost and Workers are public here; they are defined in _workers
+# so that servekit.classic can use them without importing attrs.
+for _public in (Job, WorkerHost, Workers):
+    _public.__module__ = __name__
+del _public
+
 __all__ = (
     "Dispatcher",
     "Forked",
