@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any, Final, cast
 
 from ._loop import Hooks, ServeLoop, accept_failed
 from ._validate import int_in_range
-from ._workers import ChildWorkers, Job, ThreadWorkers, Workers
+from ._workers import ChildWorkers, Job, ThreadWorkers
 from .connections import SocketWriter
 
 if TYPE_CHECKING:
@@ -69,14 +69,12 @@ class _State:
     def __init__(self, server: BaseServer) -> None:
         self.driver = _Driver(server)
         self.loop = ServeLoop(self.driver)
-        # ThreadingMixIn's workers by the configuration they were built from,
-        # so that a changed class attribute takes effect at the next request.
-        self.workers: dict[tuple[object, ...], Workers] = {}
+        # The mix-ins' workers, made at the first request and reconfigured
+        # from the class attributes at every one.
+        self.workers: ThreadWorkers | None = None
+        self.children: ChildWorkers | None = None
         # Request threads of ThreadingMixIn while their job runs.
         self.threads: set[threading.Thread] = set()
-        # ForkingMixIn's workers, reconfigured from the class attributes at
-        # every request.
-        self.children: ChildWorkers | None = None
 
 
 def _state(server: BaseServer) -> _State:
@@ -87,14 +85,6 @@ def _state(server: BaseServer) -> _State:
             if state is None:
                 state = server.__dict__["_servekit_state"] = _State(server)
     return state
-
-
-def _workers(server: BaseServer, key: tuple[object, ...], make: Callable[[], Workers]) -> Workers:
-    table = _state(server).workers
-    workers = table.get(key)
-    if workers is None:
-        workers = table[key] = make()
-    return workers
 
 
 def _describe(server: BaseServer) -> str:
@@ -432,11 +422,22 @@ class ThreadingMixIn(_MixInBase):
 
     def process_request(self, request: Any, client_address: Any) -> None:
         """Start a thread for the request."""
+        self._servekit_workers().dispatch(
+            Job(partial(self._servekit_run, request, client_address), partial(self.close_request, request))
+        )
+
+    def _servekit_workers(self) -> ThreadWorkers:
+        """The server's thread workers, configured from the class attributes now."""
+        state = _state(self)
         daemon = bool(self.daemon_threads)
         block = bool(self.block_on_close)
-        host = _state(self).driver
-        workers = _workers(self, ("threaded", daemon, block), lambda: ThreadWorkers(host, daemon, block))
-        workers.dispatch(Job(partial(self._servekit_run, request, client_address), partial(self.close_request, request)))
+        workers = state.workers
+        if workers is None:
+            workers = state.workers = ThreadWorkers(state.driver, daemon, block)
+        else:
+            workers.daemon = daemon
+            workers.block_on_close = block
+        return workers
 
     def _servekit_run(self, request: Any, client_address: Any) -> None:
         threads = _state(self).threads
@@ -450,9 +451,8 @@ class ThreadingMixIn(_MixInBase):
     def server_close(self) -> None:
         """Close the server, then wait for request threads as ``block_on_close`` says."""
         super().server_close()
-        table = _state(self).workers
-        for key in [k for k in table if k[0] == "threaded"]:
-            table.pop(key).close()
+        if _state(self).workers is not None:
+            self._servekit_workers().close()
 
 
 if hasattr(os, "fork"):

@@ -123,26 +123,38 @@ _thread_numbers: Final = itertools.count(1)
 
 @final
 class ThreadWorkers:
-    __slots__ = ("_daemon", "_host", "_live")
+    """A new thread per job.
+
+    ``daemon`` and ``block_on_close`` may be changed while the workers run
+    (``servekit.classic`` reads them from class attributes per request): a
+    thread is joined by :meth:`close` if it was started while the workers
+    blocked on close with non-daemon threads, and ``close`` joins only if
+    they still do.
+    """
+
+    __slots__ = ("_host", "_live", "block_on_close", "daemon")
 
     def __init__(self, host: WorkerHost, daemon: bool, block_on_close: bool) -> None:
         self._host = host
-        self._daemon = daemon
-        # Threads are tracked only when close() must join them.
-        self._live: set[threading.Thread] | None = set() if block_on_close and not daemon else None
+        self.daemon = daemon
+        self.block_on_close = block_on_close
+        # The threads close() must join.
+        self._live: set[threading.Thread] = set()
 
     def dispatch(self, job: Job, /) -> None:
+        daemon = self.daemon
         thread = threading.Thread(
-            target=self._work, args=(job,), name=f"servekit-worker-{next(_thread_numbers)}", daemon=self._daemon
+            target=self._work, args=(job,), name=f"servekit-worker-{next(_thread_numbers)}", daemon=daemon
         )
+        if daemon or not self.block_on_close:
+            thread.start()
+            return
         live = self._live
-        if live is not None:
-            live.add(thread)
+        live.add(thread)
         try:
             thread.start()
         except BaseException:
-            if live is not None:
-                live.discard(thread)
+            live.discard(thread)
             raise
 
     def _work(self, job: Job) -> None:
@@ -151,9 +163,7 @@ class ThreadWorkers:
         except BaseException as exc:
             self._host.worker_failed(exc)
         finally:
-            live = self._live
-            if live is not None:
-                live.discard(threading.current_thread())
+            self._live.discard(threading.current_thread())
 
     def capacity(self) -> None:
         return None
@@ -162,9 +172,9 @@ class ThreadWorkers:
         pass
 
     def close(self) -> None:
-        live = self._live
-        if live is None:
+        if not self.block_on_close:
             return
+        live = self._live
         me = threading.current_thread()
         while live:
             for thread in list(live):
