@@ -56,11 +56,12 @@ class Hooks(NamedTuple):
         ready: takes one request off the ready listener and dispatches it.
         service: periodic work, run after every wake-up of ``serve_forever``.
         capacity: ``None`` when the driver never runs out of capacity.
-            Otherwise asked before every wait: it returns ``None`` when
-            another request may be taken now, or the fds that become readable
-            when capacity may have come back (for example pidfds of child
-            processes); an empty sequence makes the loop ask again every
-            :data:`SATURATED_POLL` seconds.
+            Otherwise asked at the start of a run, after each dispatch and,
+            while capacity is out, before every wait: it returns ``None``
+            when another request may be taken now, or the fds that become
+            readable when capacity may have come back (for example pidfds of
+            child processes); an empty sequence makes the loop ask again
+            every :data:`SATURATED_POLL` seconds.
     """
 
     fileno: int
