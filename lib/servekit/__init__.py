@@ -28,8 +28,7 @@ else:
 
     def __getattr__(name: str) -> object:
         # The first public name asked for imports them all (attrs, logging,
-        # ...); until then ``import servekit.classic`` stays as light as the
-        # ``socketserver`` it replaces.
+        # ...); until then ``import servekit.classic`` loads neither.
         if name not in __all__:
             raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
         from . import _api

@@ -4,8 +4,9 @@
 this module holds what they start -- a job tuple, the protocols between a
 server and its workers, and the inline, thread and child-process workers.
 It imports nothing beyond the standard library, so ``servekit.classic``,
-which drives these workers directly, stays as light to import (and to fork)
-as the ``socketserver`` it replaces.
+which drives these workers directly, loads neither attrs nor logging: a
+forking server copies what the process holds, page by page, for every
+request.
 """
 
 from __future__ import annotations
