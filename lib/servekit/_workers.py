@@ -27,7 +27,6 @@ __all__ = (
     "ThreadWorkers",
     "WorkerHost",
     "Workers",
-    "capacity_hook",
 )
 
 
@@ -308,12 +307,3 @@ class ChildWorkers:
         for fd in self._pidfds.values():
             os.close(fd)
         self._pidfds.clear()
-
-
-#: Workers whose ``capacity()`` is always ``None``: the loop need not ask them.
-_NEVER_SATURATED: Final = frozenset({InlineWorkers, ThreadWorkers})
-
-
-def capacity_hook(workers: Workers) -> Callable[[], Sequence[int] | None] | None:
-    """*workers*' ``capacity`` for the serve loop, or ``None`` if they never run out."""
-    return None if type(workers) in _NEVER_SATURATED else workers.capacity

@@ -17,7 +17,7 @@ from ._loop import ACCEPT_BACKOFF, Hooks, ServeLoop, accept_failed
 from ._types import Address, Predicate
 from ._validate import seconds
 from .connections import Datagram, Request, StreamConnection
-from ._workers import Job, Workers, capacity_hook
+from ._workers import Job, Workers
 from .dispatchers import Dispatcher, Inline
 from .errors import ServerClosedError
 from .handlers import Handler
@@ -336,7 +336,7 @@ class Bound(Generic[_ReqT]):
     # -- the serve loop's driver (see servekit._loop.Driver) ------------------
 
     def loop_hooks(self) -> Hooks:
-        return Hooks(self._sock.fileno(), self._on_ready, self._on_wake, capacity_hook(self._workers))
+        return Hooks(self._sock.fileno(), self._on_ready, self._on_wake, self._workers.capacity)
 
     def _on_ready(self) -> None:
         try:
