@@ -15,7 +15,9 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
+from typing import IO
 
 import pytest
 
@@ -133,7 +135,13 @@ del _listening, _bound
 
 
 class _Server:
-    """An example server in a subprocess; its stderr lines arrive in a queue."""
+    """An example server in a subprocess.
+
+    Each pipe has exactly one reader, a thread started here that reads it to
+    end-of-file and then closes it: stderr's lines arrive in a queue (the port
+    is announced there), stdout is collected whole.  Nothing else reads the
+    pipes (no ``communicate()``), and every wait is bounded by ``TIMEOUT``.
+    """
 
     def __init__(self, source: str) -> None:
         self.proc = subprocess.Popen(
@@ -142,33 +150,56 @@ class _Server:
             stderr=subprocess.PIPE,
             text=True,
         )
+        assert self.proc.stdout is not None and self.proc.stderr is not None
         self.lines: queue.Queue[str | None] = queue.Queue()
-        self.reader = threading.Thread(target=self._read)
-        self.reader.start()
+        self.stderr: list[str] = []
+        self.stdout: list[str] = []
+        self.readers = [
+            threading.Thread(target=self._read_stderr, args=(self.proc.stderr,), name="example-stderr"),
+            threading.Thread(target=self._read_stdout, args=(self.proc.stdout,), name="example-stdout"),
+        ]
+        for reader in self.readers:
+            reader.start()
 
-    def _read(self) -> None:
-        assert self.proc.stderr is not None
-        for line in self.proc.stderr:
-            self.lines.put(line)
-        self.lines.put(None)
+    def _read_stderr(self, pipe: IO[str]) -> None:
+        try:
+            for line in pipe:
+                self.stderr.append(line)
+                self.lines.put(line)
+        finally:
+            pipe.close()
+            self.lines.put(None)
+
+    def _read_stdout(self, pipe: IO[str]) -> None:
+        try:
+            self.stdout.append(pipe.read())
+        finally:
+            pipe.close()
 
     def port(self) -> int:
         line = self.lines.get(timeout=TIMEOUT)
-        assert line is not None and line.startswith("PORT "), line
+        assert line is not None and line.startswith("PORT "), (line, "".join(self.stderr))
         return int(line.split()[1])
+
+    def _finish(self) -> None:
+        """Wait (bounded) for the process to exit and both readers to reach end-of-file."""
+        self.proc.wait(timeout=TIMEOUT)
+        deadline = time.monotonic() + TIMEOUT
+        for reader in self.readers:
+            reader.join(max(0.0, deadline - time.monotonic()))
+        alive = [reader.name for reader in self.readers if reader.is_alive()]
+        assert not alive, f"pipe readers still running after the server exited: {alive}"
 
     def interrupt(self) -> str:
         """Ctrl-C, as the page says; returns the server's stdout."""
         self.proc.send_signal(signal.SIGINT)
-        stdout, _ = self.proc.communicate(timeout=TIMEOUT)
-        self.reader.join(TIMEOUT)
-        return stdout
+        self._finish()
+        return "".join(self.stdout)
 
     def kill(self) -> None:
         if self.proc.poll() is None:
             self.proc.kill()
-            self.proc.communicate(timeout=TIMEOUT)
-        self.reader.join(TIMEOUT)
+        self._finish()
 
 
 @pytest.mark.parametrize(
