@@ -5,7 +5,9 @@
 """
 
 from ._types import Address as Address
+from ._types import IPAddress as IPAddress
 from ._types import Predicate as Predicate
+from ._types import UnixAddress as UnixAddress
 from .acceptors import Acceptor as Acceptor
 from .acceptors import DatagramAcceptor as DatagramAcceptor
 from .acceptors import StreamAcceptor as StreamAcceptor
@@ -27,6 +29,7 @@ from .errors import BindError as BindError
 from .errors import ServerClosedError as ServerClosedError
 from .handlers import Handler as Handler
 from .server import Bound as Bound
+from .server import BoundServer as BoundServer
 from .server import ErrorHandler as ErrorHandler
 from .server import Server as Server
 from .server import server as server

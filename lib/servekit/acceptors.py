@@ -2,21 +2,44 @@
 
 from __future__ import annotations
 
+import logging
 import socket
 import sys
-from typing import Final, Protocol, final
+import time
+from typing import Final, Generic, Protocol, final
 
 import attrs
 
-from ._types import _ReqT
+from ._types import _AddrT, _ReqT
 from ._validate import int_in_range
 from .connections import Datagram, StreamConnection
 
-__all__ = ("Acceptor", "DatagramAcceptor", "StreamAcceptor", "accept_stream", "receive_datagram")
+__all__ = ("Acceptor", "DatagramAcceptor", "StreamAcceptor")
 
 # On Linux an accepted socket never inherits O_NONBLOCK from the listener; on
 # the BSDs and macOS it does, and the handler expects a blocking socket.
 _RESET_BLOCKING: Final = not sys.platform.startswith("linux")
+
+log: Final = logging.getLogger("servekit.server")
+
+#: Seconds between two reports of dropped, over-long datagrams.
+DROP_REPORT_INTERVAL: Final = 10.0
+
+
+def peer_address(address: object) -> object:
+    """*address* as servekit reports it, from what ``accept()``/``recvfrom()`` gave.
+
+    An IPv6 ``(host, port, flowinfo, scope_id)`` becomes ``(host, port)``,
+    with a non-zero scope kept in the host (``"fe80::1%2"``); an unnamed Unix
+    datagram sender (``None``) becomes ``""``, as an unnamed Unix stream peer
+    already is.  Anything else is returned as it is.
+    """
+    if address is None:
+        return ""
+    if isinstance(address, tuple) and len(address) == 4:
+        host, port, _flowinfo, scope_id = address
+        return (f"{host}%{scope_id}" if scope_id else host, port)
+    return address
 
 
 class Acceptor(Protocol[_ReqT]):
@@ -45,45 +68,86 @@ class Acceptor(Protocol[_ReqT]):
 
 @final
 @attrs.frozen
-class StreamAcceptor:
-    """``accept()`` a connection; release it with a FIN and a close."""
+class StreamAcceptor(Generic[_AddrT]):
+    """``accept()`` a connection; release it with a FIN and a close.
 
-    def accept(self, listener: socket.socket, /) -> StreamConnection:
+    With *convert_address* (IPv6 listeners) the peer's address is reported as
+    :func:`peer_address` says.
+    """
+
+    convert_address: bool = False
+
+    def accept(self, listener: socket.socket, /) -> StreamConnection[_AddrT]:
         sock, address = listener.accept()
         if _RESET_BLOCKING:
             sock.setblocking(True)
+        if self.convert_address:
+            address = peer_address(address)
         return StreamConnection(sock, address)
 
-    def release(self, request: StreamConnection, /) -> None:
+    def release(self, request: StreamConnection[_AddrT], /) -> None:
         request.close()
 
-    def discard(self, request: StreamConnection, /) -> None:
+    def discard(self, request: StreamConnection[_AddrT], /) -> None:
         request.socket.close()
+
+
+class _DropReport:
+    """How many over-long datagrams were dropped since the last report (one per listener)."""
+
+    __slots__ = ("dropped", "next_report")
+
+    def __init__(self) -> None:
+        self.dropped = 0
+        self.next_report = 0.0
 
 
 @final
 @attrs.frozen
-class DatagramAcceptor:
-    """``recvfrom()`` one datagram of at most *max_packet_size* bytes; nothing to release."""
+class DatagramAcceptor(Generic[_AddrT]):
+    """``recvfrom()`` one datagram of at most *max_packet_size* bytes; nothing to release.
+
+    A longer datagram is not handed to the handler cut short: it is dropped
+    and reported on the ``servekit.server`` logger (a warning for the first,
+    then at most one every :data:`DROP_REPORT_INTERVAL` seconds, counting the
+    drops in between).  With *convert_address* (IPv6 and Unix datagram
+    sockets) the sender's address is reported as :func:`peer_address` says.
+    """
 
     max_packet_size: int = attrs.field(default=8192, validator=int_in_range("max_packet_size", 1, 65535))
+    convert_address: bool = False
+    _report: _DropReport = attrs.field(factory=_DropReport, init=False, eq=False, repr=False)
 
-    def accept(self, listener: socket.socket, /) -> Datagram:
-        data, address = listener.recvfrom(self.max_packet_size)
+    def accept(self, listener: socket.socket, /) -> Datagram[_AddrT]:
+        limit = self.max_packet_size
+        # One byte more than the limit tells a datagram of exactly the limit
+        # from a longer one, which the kernel would cut without a word.
+        data, address = listener.recvfrom(limit + 1)
+        if self.convert_address:
+            address = peer_address(address)
+        if len(data) > limit:
+            self._dropped(listener, address)
+            raise BlockingIOError("an over-long datagram was dropped: no request after all")
         return Datagram(data, listener, address)
 
-    def release(self, request: Datagram, /) -> None:
+    def _dropped(self, listener: socket.socket, address: object) -> None:
+        report = self._report
+        report.dropped += 1
+        now = time.monotonic()
+        if now < report.next_report:
+            return
+        log.warning(
+            "dropped %d datagram(s) longer than max_packet_size=%d (the latest from %r) on %r",
+            report.dropped,
+            self.max_packet_size,
+            address,
+            listener.getsockname(),
+        )
+        report.dropped = 0
+        report.next_report = now + DROP_REPORT_INTERVAL
+
+    def release(self, request: Datagram[_AddrT], /) -> None:
         pass
 
-    def discard(self, request: Datagram, /) -> None:
+    def discard(self, request: Datagram[_AddrT], /) -> None:
         pass
-
-
-def accept_stream() -> StreamAcceptor:
-    """The acceptor of stream transports."""
-    return StreamAcceptor()
-
-
-def receive_datagram(max_packet_size: int = 8192) -> DatagramAcceptor:
-    """The acceptor of datagram transports, reading datagrams of up to *max_packet_size* bytes."""
-    return DatagramAcceptor(max_packet_size)

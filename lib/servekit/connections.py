@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import errno
 import io
 import socket
-from typing import TYPE_CHECKING, Protocol, final
+from typing import TYPE_CHECKING, Generic, Protocol, cast, final
+
+from ._types import _AddrT_co
 
 if TYPE_CHECKING:
     from typing_extensions import Buffer
@@ -55,8 +58,8 @@ class SocketWriter(io.BufferedIOBase):
 
 
 @final
-class StreamConnection:
-    """One accepted stream connection (TCP or Unix stream).
+class StreamConnection(Generic[_AddrT_co]):
+    """One accepted stream connection (TCP or Unix stream), from a peer at an address of type *A*.
 
     ``rfile`` (a buffered reader) and ``wfile`` (a :class:`SocketWriter`) are
     made the first time a handler touches them, so a handler that uses the
@@ -66,7 +69,7 @@ class StreamConnection:
 
     __slots__ = ("_address", "_rfile", "_socket", "_wfile")
 
-    def __init__(self, sock: socket.socket, client_address: Address) -> None:
+    def __init__(self, sock: socket.socket, client_address: _AddrT_co) -> None:
         self._socket = sock
         self._address = client_address
         self._rfile: io.BufferedReader | None = None
@@ -78,8 +81,8 @@ class StreamConnection:
         return self._socket
 
     @property
-    def client_address(self) -> Address:
-        """The peer's address as ``accept()`` returned it."""
+    def client_address(self) -> _AddrT_co:
+        """The peer's address: ``(host, port)`` over IP, ``""`` from an unnamed Unix socket."""
         return self._address
 
     @property
@@ -125,15 +128,15 @@ class StreamConnection:
 
 
 @final
-class Datagram:
-    """One received datagram (UDP or Unix datagram).
+class Datagram(Generic[_AddrT_co]):
+    """One received datagram (UDP or Unix datagram), from a peer at an address of type *A*.
 
     Nothing is sent back unless the handler calls :meth:`reply`.
     """
 
     __slots__ = ("_address", "_data", "_socket")
 
-    def __init__(self, data: bytes, sock: socket.socket, client_address: Address) -> None:
+    def __init__(self, data: bytes, sock: socket.socket, client_address: _AddrT_co) -> None:
         self._data = data
         self._socket = sock
         self._address = client_address
@@ -149,13 +152,27 @@ class Datagram:
         return self._socket
 
     @property
-    def client_address(self) -> Address:
-        """The sender's address."""
+    def client_address(self) -> _AddrT_co:
+        """The sender's address: ``(host, port)`` over IP, ``""`` from an unnamed Unix socket."""
         return self._address
 
     def reply(self, data: Buffer) -> None:
-        """Send *data* to the sender in one datagram."""
-        self._socket.sendto(data, self._address)
+        """Send *data* to the sender in one datagram.
+
+        Raises:
+            OSError: with ``errno.EDESTADDRREQ``, when the sender cannot be
+                answered: a Unix datagram socket that is not bound to a name
+                (``client_address == ""``) has no address to send to.  Any
+                other ``OSError`` is one of ``sendto()``.
+        """
+        address = self._address
+        if not address:
+            raise OSError(
+                errno.EDESTADDRREQ,
+                f"cannot reply to a datagram from an unnamed Unix socket ({address!r}): "
+                "the sender must bind its socket to a path to get replies",
+            )
+        self._socket.sendto(data, cast("Address", address))
 
     def close(self) -> None:
         """Nothing to release: the socket belongs to the server."""
@@ -164,10 +181,10 @@ class Datagram:
         return f"<Datagram of {len(self._data)} bytes from {self._address!r}>"
 
 
-class Request(Protocol):
+class Request(Protocol[_AddrT_co]):
     """**Protocol:** what every request value offers the server: where it came from."""
 
     @property
-    def client_address(self) -> Address:
+    def client_address(self) -> _AddrT_co:
         """The peer's address."""
         ...

@@ -8,26 +8,26 @@ import threading
 from collections.abc import Callable
 from functools import partial
 from types import TracebackType
-from typing import Final, Generic, TypeVar, final, overload
+from typing import Final, Generic, Protocol, TypeVar, cast, final
 
 import attrs
 from typing_extensions import Self
 
 from ._loop import ACCEPT_BACKOFF, Hooks, ServeLoop, accept_failed
-from ._types import Address, Predicate
+from ._types import Address, IPAddress, Predicate, _AddrT, _AddrT_co
 from ._validate import seconds
-from .connections import Datagram, Request, StreamConnection
 from ._workers import Job, Workers
+from .connections import Request
 from .dispatchers import Dispatcher, Inline
 from .errors import ServerClosedError
-from .handlers import Handler
+from .handlers import Handler, check_handler
 from .transports import Transport
 
-__all__ = ("ACCEPT_BACKOFF", "Bound", "ErrorHandler", "Server", "server")
+__all__ = ("ACCEPT_BACKOFF", "Bound", "BoundServer", "ErrorHandler", "Server", "server")
 
 log: Final = logging.getLogger("servekit.server")
 
-_ReqT = TypeVar("_ReqT", bound=Request)
+_ReqT = TypeVar("_ReqT", bound=Request[object])
 
 ErrorHandler = Callable[[_ReqT, Exception], object]
 """Called with the request and the exception when a handler raises."""
@@ -43,22 +43,22 @@ def _check_poll_interval(value: float) -> None:
 
 @final
 @attrs.frozen(kw_only=True)
-class Server(Generic[_ReqT]):
-    """A server description: what to listen on, what to run, where to run it.
+class Server(Generic[_ReqT, _AddrT]):
+    """A server description: what to listen on (at an address of type *A*), what to run on each request *R*.
 
     Making one does no I/O; :meth:`bind` does.  Variants are made with
     :func:`attrs.evolve`.  See :func:`server` for the fields.
     """
 
-    transport: Transport[_ReqT]
-    handler: Handler[_ReqT] = attrs.field(eq=False)
+    transport: Transport[_ReqT, _AddrT]
+    handler: Handler[_ReqT] = attrs.field(eq=False, validator=check_handler)
     dispatcher: Dispatcher = _INLINE
-    verify: Predicate | None = attrs.field(default=None, eq=False)
+    verify: Predicate[_AddrT] | None = attrs.field(default=None, eq=False)
     on_error: ErrorHandler[_ReqT] | None = attrs.field(default=None, eq=False)
     timeout: float | None = attrs.field(default=None, validator=seconds("timeout"))
     service_actions: Callable[[], object] | None = attrs.field(default=None, eq=False)
 
-    def bind(self) -> Bound[_ReqT]:
+    def bind(self) -> Bound[_ReqT, _AddrT]:
         """Create, bind and listen; return the handle that serves.
 
         Raises:
@@ -68,66 +68,33 @@ class Server(Generic[_ReqT]):
         return Bound(self)
 
 
-# The overloads tie the handler to the kind of transport: a datagram handler on
-# a stream transport (or the reverse) matches no variant, an error mypy reports
-# as [call-overload] and lists the variants.  The last one serves transports of
-# a user's own request type.
-@overload
 def server(
-    transport: Transport[StreamConnection],
-    handler: Handler[StreamConnection],
-    *,
-    dispatcher: Dispatcher = ...,
-    verify: Predicate | None = ...,
-    on_error: ErrorHandler[StreamConnection] | None = ...,
-    timeout: float | None = ...,
-    service_actions: Callable[[], object] | None = ...,
-) -> Server[StreamConnection]: ...
-
-
-@overload
-def server(
-    transport: Transport[Datagram],
-    handler: Handler[Datagram],
-    *,
-    dispatcher: Dispatcher = ...,
-    verify: Predicate | None = ...,
-    on_error: ErrorHandler[Datagram] | None = ...,
-    timeout: float | None = ...,
-    service_actions: Callable[[], object] | None = ...,
-) -> Server[Datagram]: ...
-
-
-@overload
-def server(
-    transport: Transport[_ReqT],
-    handler: Handler[_ReqT],
-    *,
-    dispatcher: Dispatcher = ...,
-    verify: Predicate | None = ...,
-    on_error: ErrorHandler[_ReqT] | None = ...,
-    timeout: float | None = ...,
-    service_actions: Callable[[], object] | None = ...,
-) -> Server[_ReqT]: ...
-
-
-def server(
-    transport: Transport[_ReqT],
+    transport: Transport[_ReqT, _AddrT],
     handler: Handler[_ReqT],
     *,
     dispatcher: Dispatcher = _INLINE,
-    verify: Predicate | None = None,
+    verify: Predicate[_AddrT] | None = None,
     on_error: ErrorHandler[_ReqT] | None = None,
     timeout: float | None = None,
     service_actions: Callable[[], object] | None = None,
-) -> Server[_ReqT]:
+) -> Server[_ReqT, _AddrT]:
     """Describe a server.
 
+    The transport decides the request type *R* and the address type *A*; the
+    handler, *verify* and *on_error* are checked against them, so a datagram
+    handler on a stream transport is a type error and a ``lambda`` handler's
+    parameter is inferred.
+
     Args:
-        transport: the listening socket, such as ``tcp("127.0.0.1", 0)``.  A
-            stream transport takes a handler of ``StreamConnection``, a datagram
-            transport one of ``Datagram``; a mismatch is a type error.
-        handler: called with each request.
+        transport: the listening socket, such as ``tcp("127.0.0.1", 0)``.  It
+            decides the request type (``StreamConnection`` or ``Datagram``)
+            and the address type (``(host, port)`` or a Unix path) that the
+            handler, *verify* and *on_error* are checked against; a mismatch
+            is a type error.
+        handler: called with each request; a plain function.  An ``async
+            def`` function is refused with :class:`TypeError` (its coroutine
+            would never run; a type checker cannot tell it from a plain
+            function, whose return value is ignored).
         dispatcher: where handlers run: ``inline()`` (default), ``threaded()``,
             ``forked()`` or your own :class:`~servekit.Dispatcher`.
         verify: called with each client address before dispatch; a request it
@@ -143,8 +110,6 @@ def server(
     Raises:
         TypeError, ValueError: an option is of the wrong type or value.
     """
-    if not callable(handler):
-        raise TypeError(f"handler must be callable, got {type(handler).__name__} {handler!r}")
     return Server(
         transport=transport,
         handler=handler,
@@ -156,9 +121,48 @@ def server(
     )
 
 
+class BoundServer(Protocol[_AddrT_co]):
+    """**Protocol:** any bound server, whatever its requests: what its lifecycle needs.
+
+    Every :class:`Bound` fits, so a list or a helper can hold TCP and UDP
+    servers alike: ``servers: list[BoundServer] = [tcp_bound, udp_bound]``.
+    ``BoundServer[IPAddress]`` narrows it to servers on IP addresses.
+    """
+
+    @property
+    def address(self) -> _AddrT_co:
+        """The address the server is bound to."""
+        ...
+
+    @property
+    def closed(self) -> bool:
+        """Whether it has been closed."""
+        ...
+
+    def fileno(self) -> int:
+        """The listening socket's file descriptor (``-1`` once closed)."""
+        ...
+
+    def serve_forever(self, poll_interval: float = ...) -> None:
+        """Serve until shut down or closed."""
+        ...
+
+    def handle_request(self) -> bool:
+        """Handle one request, waiting up to the server's timeout."""
+        ...
+
+    def shutdown(self) -> None:
+        """Stop ``serve_forever`` and wait until it has returned."""
+        ...
+
+    def close(self) -> None:
+        """Stop serving and close.  Idempotent."""
+        ...
+
+
 @final
-class Bound(Generic[_ReqT]):
-    """A bound, listening server: serves, shuts down, closes.
+class Bound(Generic[_ReqT, _AddrT]):
+    """A bound, listening server at an address of type *A*: serves, shuts down, closes.
 
     Made by :meth:`Server.bind`.  A context manager: leaving the ``with``
     block closes it.
@@ -189,7 +193,7 @@ class Bound(Generic[_ReqT]):
         "_workers",
     )
 
-    def __init__(self, spec: Server[_ReqT]) -> None:
+    def __init__(self, spec: Server[_ReqT, _AddrT]) -> None:
         self._spec = spec
         acceptor = spec.transport.acceptor()
         self._listener = spec.transport.listen()
@@ -210,7 +214,9 @@ class Bound(Generic[_ReqT]):
         self._discard = acceptor.discard
         self._dispatch = self._workers.dispatch
         self._handler = spec.handler
-        self._verify = spec.verify
+        # The transport gives requests from peers of its address type A: the
+        # type checker cannot see that link between R and A.
+        self._verify = cast("Predicate[object] | None", spec.verify)
         self._on_error = spec.on_error
         self._service = spec.service_actions
         self._run = self._handle
@@ -219,24 +225,34 @@ class Bound(Generic[_ReqT]):
     # -- public ---------------------------------------------------------------
 
     @property
-    def address(self) -> Address:
-        """The address the server is bound to (port 0 already resolved)."""
+    def address(self) -> _AddrT:
+        """The address the server is bound to (port 0 already resolved).
+
+        ``(host, port)`` on IP transports, so ``host, port = bound.address``
+        works; the path (or abstract name) on Unix ones.
+        """
         return self._listener.address
 
     @property
-    def port(self) -> int:
-        """The bound port of an IP server (the real one when 0 was asked for).
+    def host(self: Bound[_ReqT, IPAddress]) -> str:
+        """The bound host of an IP server (an IPv6 scope, if any, as ``%scope_id``).
 
-        Raises:
-            TypeError: the server is not on an IP address (a Unix socket).
+        Only IP servers have one: on a Unix server this is a type error, and
+        a :class:`TypeError` at run time.
         """
-        address = self._listener.address
-        if not isinstance(address, tuple):
-            raise TypeError(f"{self._listener.name} has no port")
-        return address[1]
+        return self._ip_address()[0]
 
     @property
-    def server(self) -> Server[_ReqT]:
+    def port(self: Bound[_ReqT, IPAddress]) -> int:
+        """The bound port of an IP server (the real one when 0 was asked for).
+
+        Only IP servers have one: on a Unix server this is a type error, and
+        a :class:`TypeError` at run time.
+        """
+        return self._ip_address()[1]
+
+    @property
+    def server(self) -> Server[_ReqT, _AddrT]:
         """The description this handle was bound from."""
         return self._spec
 
@@ -401,6 +417,12 @@ class Bound(Generic[_ReqT]):
         log.error(
             "error handling a request from %r on %s", request.client_address, self._listener.name, exc_info=exc
         )
+
+    def _ip_address(self) -> IPAddress:
+        address: object = self._listener.address
+        if not isinstance(address, tuple):
+            raise TypeError(f"{self._listener.name} is not on an IP address: it has no host or port")
+        return address
 
     def _check_open(self) -> None:
         if self._closed:

@@ -11,16 +11,15 @@ from contextlib import contextmanager
 from typing import TypeVar
 
 from ._types import Address
-from .connections import Request
-from .server import Bound
+from .server import BoundServer
 
 __all__ = ("datagram_exchange", "serving", "stream_exchange")
 
-_ReqT = TypeVar("_ReqT", bound=Request)
+_BoundT = TypeVar("_BoundT", bound=BoundServer[object])
 
 
 @contextmanager
-def serving(bound: Bound[_ReqT], *, poll_interval: float = 0.5, timeout: float = 10.0) -> Iterator[Bound[_ReqT]]:
+def serving(bound: _BoundT, *, poll_interval: float = 0.5, timeout: float = 10.0) -> Iterator[_BoundT]:
     """Run ``bound.serve_forever`` in a thread for the duration of a ``with`` block.
 
     On leaving the block the server is shut down, the thread joined (at most

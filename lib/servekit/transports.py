@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import socket
 import stat
-from typing import Protocol, final
+from typing import Generic, Protocol, final
 
 import attrs
 
-from ._types import Address, _ReqT
+from ._types import Address, IPAddress, UnixAddress, _AddrT, _AddrT_co, _ReqT
 from ._validate import flag, int_in_range, text
-from .acceptors import Acceptor, DatagramAcceptor, StreamAcceptor
+from .acceptors import Acceptor, DatagramAcceptor, StreamAcceptor, peer_address
 from .connections import Datagram, StreamConnection
 from .errors import bind_error
 
@@ -30,8 +31,8 @@ __all__ = (
 )
 
 
-class Listener(Protocol):
-    """**Protocol:** a bound (and, for streams, listening) server socket.
+class Listener(Protocol[_AddrT_co]):
+    """**Protocol:** a bound (and, for streams, listening) server socket at an address of type *A*.
 
     Made by :meth:`Transport.listen`; owned and closed by the bound server.
     """
@@ -42,7 +43,7 @@ class Listener(Protocol):
         ...
 
     @property
-    def address(self) -> Address:
+    def address(self) -> _AddrT_co:
         """The address it is bound to (an ephemeral port already resolved)."""
         ...
 
@@ -56,14 +57,14 @@ class Listener(Protocol):
         ...
 
 
-class Transport(Protocol[_ReqT]):
-    """**Protocol:** describes a listening socket and the kind of request it yields.
+class Transport(Protocol[_ReqT, _AddrT_co]):
+    """**Protocol:** describes a listening socket, its address type *A* and the kind of request *R* it yields.
 
     A transport is a value: :meth:`listen` may be called any number of times
     (each :meth:`Server.bind <servekit.Server.bind>` calls it once).
     """
 
-    def listen(self) -> Listener:
+    def listen(self) -> Listener[_AddrT_co]:
         """Create, bind and (for streams) listen.  Raises :class:`~servekit.BindError`."""
         ...
 
@@ -74,9 +75,9 @@ class Transport(Protocol[_ReqT]):
 
 @final
 @attrs.define
-class _Listener:
+class _Listener(Generic[_AddrT]):
     socket: socket.socket
-    address: Address
+    address: _AddrT
     name: str
     # (path, device, inode) of a Unix socket file this listener created.
     created: tuple[str, int, int] | None = None
@@ -118,7 +119,8 @@ def _listen(
     reuse_address: bool = False,
     reuse_port: bool = False,
     backlog: int | None = None,
-) -> _Listener:
+    replace_stale: bool = False,
+) -> _Listener[_AddrT]:
     """The one place that creates, binds and listens, naming the address when it fails."""
     try:
         sock = socket.socket(family, type)
@@ -129,19 +131,59 @@ def _listen(
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         if reuse_port:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-        sock.bind(address)
+        path = address if family == socket.AF_UNIX and isinstance(address, str) and address[:1] not in ("", "\0") else None
+        try:
+            sock.bind(address)
+        except OSError as exc:
+            if not (replace_stale and path is not None and exc.errno == errno.EADDRINUSE and _remove_stale(path, type)):
+                raise
+            sock.bind(address)
         created = None
-        if family == socket.AF_UNIX and isinstance(address, str) and address and not address.startswith("\0"):
-            st = os.stat(address)
-            created = (address, st.st_dev, st.st_ino)
+        if path is not None:
+            st = os.stat(path)
+            created = (path, st.st_dev, st.st_ino)
         if backlog is not None:
             sock.listen(backlog)
-        bound: Address = sock.getsockname()
+        bound = sock.getsockname()
+        if family != socket.AF_INET:
+            bound = peer_address(bound)
     except OSError as exc:
         sock.close()
         reason = exc.strerror or str(exc)
         raise bind_error(exc, f"cannot bind {_label(kind, address)}: {reason}") from exc
     return _Listener(sock, bound, _label(kind, bound), created)
+
+
+def _remove_stale(path: str, type: socket.SocketKind) -> bool:
+    """Remove the socket file at *path* if nothing listens on it; return whether it is gone.
+
+    A file that is not a socket is never touched.  A socket file is stale
+    when connecting to it is refused: no process holds a socket bound to it
+    any more (its server died without removing it).  One that some process
+    still holds -- whatever it is doing with it -- is left alone.
+    """
+    try:
+        if not stat.S_ISSOCK(os.lstat(path).st_mode):
+            return False
+    except FileNotFoundError:
+        return True  # gone meanwhile: bind again
+    with socket.socket(socket.AF_UNIX, type) as probe:
+        probe.setblocking(False)  # a live listener with a full backlog says EAGAIN, not "wait"
+        try:
+            probe.connect(path)
+        except ConnectionRefusedError:
+            pass  # nobody listens: stale
+        except FileNotFoundError:
+            return True
+        except OSError:
+            return False  # alive (EAGAIN: a full backlog), or not ours to judge (EPROTOTYPE, EACCES, ...)
+        else:
+            return False
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+    return True
 
 
 def _inet_family(host: str) -> socket.AddressFamily:
@@ -173,7 +215,7 @@ class TCPTransport:
     reuse_port: bool = attrs.field(default=False, validator=flag("reuse_port"))
     backlog: int = attrs.field(default=socket.SOMAXCONN, validator=_backlog)
 
-    def listen(self) -> Listener:
+    def listen(self) -> Listener[IPAddress]:
         return _listen(
             "TCP",
             _inet_family(self.host),
@@ -184,8 +226,8 @@ class TCPTransport:
             backlog=self.backlog,
         )
 
-    def acceptor(self) -> Acceptor[StreamConnection]:
-        return StreamAcceptor()
+    def acceptor(self) -> Acceptor[StreamConnection[IPAddress]]:
+        return StreamAcceptor(convert_address=_inet_family(self.host) == socket.AF_INET6)
 
 
 @final
@@ -199,7 +241,7 @@ class UDPTransport:
     reuse_port: bool = attrs.field(default=False, validator=flag("reuse_port"))
     max_packet_size: int = attrs.field(default=8192, validator=_max_packet)
 
-    def listen(self) -> Listener:
+    def listen(self) -> Listener[IPAddress]:
         return _listen(
             "UDP",
             _inet_family(self.host),
@@ -209,38 +251,58 @@ class UDPTransport:
             reuse_port=self.reuse_port,
         )
 
-    def acceptor(self) -> Acceptor[Datagram]:
-        return DatagramAcceptor(self.max_packet_size)
+    def acceptor(self) -> Acceptor[Datagram[IPAddress]]:
+        return DatagramAcceptor(self.max_packet_size, convert_address=_inet_family(self.host) == socket.AF_INET6)
 
 
 @final
 @attrs.frozen(kw_only=True)
 class UnixStreamTransport:
-    """A Unix stream listener at *path*; the socket file is removed on close."""
+    """A Unix stream listener at *path*; the socket file is removed on close.
+
+    With *replace_stale*, a socket file left at *path* by a server that died
+    without removing it is replaced; see :func:`unix_stream`.
+    """
 
     path: str = attrs.field(converter=_path)
     backlog: int = attrs.field(default=socket.SOMAXCONN, validator=_backlog)
+    replace_stale: bool = attrs.field(default=False, validator=flag("replace_stale"))
 
-    def listen(self) -> Listener:
-        return _listen("Unix stream", socket.AF_UNIX, socket.SOCK_STREAM, self.path, backlog=self.backlog)
+    def listen(self) -> Listener[UnixAddress]:
+        return _listen(
+            "Unix stream",
+            socket.AF_UNIX,
+            socket.SOCK_STREAM,
+            self.path,
+            backlog=self.backlog,
+            replace_stale=self.replace_stale,
+        )
 
-    def acceptor(self) -> Acceptor[StreamConnection]:
+    def acceptor(self) -> Acceptor[StreamConnection[UnixAddress]]:
         return StreamAcceptor()
 
 
 @final
 @attrs.frozen(kw_only=True)
 class UnixDatagramTransport:
-    """A Unix datagram socket at *path*; the socket file is removed on close."""
+    """A Unix datagram socket at *path*; the socket file is removed on close.
+
+    With *replace_stale*, a socket file left at *path* by a server that died
+    without removing it is replaced; see :func:`unix_datagram`.
+    """
 
     path: str = attrs.field(converter=_path)
     max_packet_size: int = attrs.field(default=8192, validator=_max_packet)
+    replace_stale: bool = attrs.field(default=False, validator=flag("replace_stale"))
 
-    def listen(self) -> Listener:
-        return _listen("Unix datagram", socket.AF_UNIX, socket.SOCK_DGRAM, self.path)
+    def listen(self) -> Listener[UnixAddress]:
+        return _listen(
+            "Unix datagram", socket.AF_UNIX, socket.SOCK_DGRAM, self.path, replace_stale=self.replace_stale
+        )
 
-    def acceptor(self) -> Acceptor[Datagram]:
-        return DatagramAcceptor(self.max_packet_size)
+    def acceptor(self) -> Acceptor[Datagram[UnixAddress]]:
+        # An unnamed sender arrives as None from recvfrom(): reported as "".
+        return DatagramAcceptor(self.max_packet_size, convert_address=True)
 
 
 def tcp(
@@ -277,17 +339,41 @@ def udp(
     reuse_port: bool = False,
     max_packet_size: int = 8192,
 ) -> UDPTransport:
-    """A UDP transport; datagrams longer than *max_packet_size* are truncated."""
+    """A UDP transport; each datagram is a request.
+
+    A datagram longer than *max_packet_size* bytes (at most 65535) is dropped
+    and logged, never handed to the handler cut short (``socketserver``
+    truncates it silently).
+    """
     return UDPTransport(
         host=host, port=port, reuse_address=reuse_address, reuse_port=reuse_port, max_packet_size=max_packet_size
     )
 
 
-def unix_stream(path: str | os.PathLike[str], *, backlog: int = socket.SOMAXCONN) -> UnixStreamTransport:
-    """A Unix stream transport bound at *path* (which must not exist yet)."""
-    return UnixStreamTransport(path=path, backlog=backlog)
+def unix_stream(
+    path: str | os.PathLike[str], *, backlog: int = socket.SOMAXCONN, replace_stale: bool = False
+) -> UnixStreamTransport:
+    """A Unix stream transport bound at *path*.
+
+    *path* must not exist, unless *replace_stale* is true and it is a socket
+    file nothing listens on any more (a server that crashed left it behind):
+    that file is then removed and replaced.  A file some process still holds
+    a socket on is never taken over (binding fails with "Address already in
+    use"), and a file that is not a socket is never removed.  (Telling a
+    stale file from a live one takes a connection attempt: a live server
+    sees one connection that closes at once.)  A leading ``"\\0"`` names a
+    socket in Linux's abstract namespace, which has no file.
+    """
+    return UnixStreamTransport(path=path, backlog=backlog, replace_stale=replace_stale)
 
 
-def unix_datagram(path: str | os.PathLike[str], *, max_packet_size: int = 8192) -> UnixDatagramTransport:
-    """A Unix datagram transport bound at *path* (which must not exist yet)."""
-    return UnixDatagramTransport(path=path, max_packet_size=max_packet_size)
+def unix_datagram(
+    path: str | os.PathLike[str], *, max_packet_size: int = 8192, replace_stale: bool = False
+) -> UnixDatagramTransport:
+    """A Unix datagram transport bound at *path*; *replace_stale* as for :func:`unix_stream`.
+
+    A datagram longer than *max_packet_size* bytes is dropped and logged.  A
+    sender whose socket is not bound to a name has the address ``""`` and
+    cannot be replied to (:meth:`~servekit.Datagram.reply` raises).
+    """
+    return UnixDatagramTransport(path=path, max_packet_size=max_packet_size, replace_stale=replace_stale)

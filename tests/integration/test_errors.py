@@ -130,7 +130,7 @@ class TestSystemExitAndKeyboardInterrupt:
 class TestBindErrors:
     def test_tcp_address_in_use_names_transport_and_address(self) -> None:
         with server(tcp("127.0.0.1", 0), fail_on_boom).bind() as first:
-            port = first.address[1] if isinstance(first.address, tuple) else -1
+            port = first.port
             with pytest.raises(BindError) as info:
                 server(tcp("127.0.0.1", port), fail_on_boom).bind()
         assert info.value.errno == errno.EADDRINUSE
@@ -164,7 +164,7 @@ class TestInvalidOptions:
             (lambda: unix_datagram(b"/tmp/x"), TypeError, "path must be a str or os.PathLike, got bytes b'/tmp/x'"),  # type: ignore[arg-type]
             (lambda: forked(max_children=0), ValueError, "max_children must be >= 1, got 0"),
             (lambda: threaded(daemon=1), TypeError, "daemon must be a bool, got int 1"),  # type: ignore[arg-type]
-            (lambda: server(tcp("127.0.0.1", 0), 5), TypeError, "handler must be callable, got int 5"),  # type: ignore[call-overload]
+            (lambda: server(tcp("127.0.0.1", 0), 5), TypeError, "handler must be callable, got int 5"),  # type: ignore[arg-type]
             (lambda: server(tcp("127.0.0.1", 0), print, timeout=-1), ValueError, "timeout must be >= 0 seconds, got -1"),
         ],
     )
@@ -185,7 +185,7 @@ def test_no_fd_left_after_bind_failure() -> None:
     """A failed bind closes the socket it made (the leak check would see it otherwise)."""
     before = len(os.listdir("/proc/self/fd")) if os.path.isdir("/proc/self/fd") else 0
     with server(tcp("127.0.0.1", 0), print).bind() as first:
-        port = first.address[1] if isinstance(first.address, tuple) else -1
+        port = first.port
         for _ in range(5):
             with pytest.raises(BindError):
                 server(tcp("127.0.0.1", port), print).bind()

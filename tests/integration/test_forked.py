@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from servekit import Bound, StreamConnection, forked, server, tcp
+from servekit import Bound, IPAddress, StreamConnection, forked, server, tcp
 from servekit.testing import serving, stream_exchange
 
 pytestmark = pytest.mark.skipif(not hasattr(os, "pidfd_open"), reason="needs os.fork and os.pidfd_open (Linux)")
@@ -125,7 +125,7 @@ class TestMaxChildren:
         path.touch()
         return path
 
-    def _server(self, lock_path: Path) -> Bound[StreamConnection]:
+    def _server(self, lock_path: Path) -> Bound[StreamConnection[IPAddress], IPAddress]:
         def exclusive(conn: StreamConnection) -> None:
             with open(lock_path, "rb") as lock:
                 try:

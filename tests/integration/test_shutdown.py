@@ -5,7 +5,7 @@ from __future__ import annotations
 import socket
 import threading
 
-from servekit import Bound, StreamConnection, server, tcp
+from servekit import BoundServer, StreamConnection, server, tcp
 from servekit.testing import serving, stream_exchange
 
 TIMEOUT = 10.0
@@ -15,7 +15,7 @@ def echo(conn: StreamConnection) -> None:
     conn.socket.sendall(conn.socket.recv(1024))
 
 
-def _start(bound: Bound[StreamConnection], poll_interval: float) -> threading.Thread:
+def _start(bound: BoundServer, poll_interval: float) -> threading.Thread:
     thread = threading.Thread(target=bound.serve_forever, kwargs={"poll_interval": poll_interval})
     thread.start()
     return thread
@@ -65,7 +65,7 @@ class TestShutdown:
 
     def test_inline_handler_may_call_shutdown(self) -> None:
         """A handler in the serving thread can stop its own server without deadlock."""
-        holder: list[Bound[StreamConnection]] = []
+        holder: list[BoundServer] = []
 
         def stop_server(conn: StreamConnection) -> None:
             holder[0].shutdown()

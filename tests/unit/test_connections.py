@@ -68,7 +68,7 @@ class TestStreamConnection:
         """The parent's discard closes only its own copy: a child's duplicate stays usable."""
         server_end, client_end = pair
         duplicate = server_end.dup()
-        StreamAcceptor().discard(StreamConnection(server_end, "peer"))
+        StreamAcceptor[str]().discard(StreamConnection(server_end, "peer"))
         assert server_end.fileno() == -1
         duplicate.sendall(b"still here")
         assert client_end.recv(16) == b"still here"
@@ -82,7 +82,7 @@ class TestDatagram:
         with a, b:
             b.settimeout(TIMEOUT)
             a.send(b"ping")
-            dg = DatagramAcceptor(max_packet_size=16).accept(b)
+            dg = DatagramAcceptor[str](max_packet_size=16).accept(b)
             assert dg.data == b"ping"
             dg.socket.send(b"pong")  # socketpair peers are unnamed: reply on the connected pair
             assert a.recv(16) == b"pong"

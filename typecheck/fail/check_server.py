@@ -9,7 +9,20 @@ from __future__ import annotations
 
 import attrs
 
-from servekit import Datagram, StreamConnection, forked, server, tcp, threaded, udp, unix_datagram, unix_stream
+from servekit import (
+    Bound,
+    BoundServer,
+    Datagram,
+    IPAddress,
+    StreamConnection,
+    forked,
+    server,
+    tcp,
+    threaded,
+    udp,
+    unix_datagram,
+    unix_stream,
+)
 
 
 def echo(conn: StreamConnection) -> None: ...
@@ -47,9 +60,41 @@ def mutate(conn: StreamConnection, dg: Datagram) -> None:
 # Options of the wrong type, and evolve with a wrong or unknown field.
 threaded(daemon="yes")  # type: ignore[arg-type]
 forked(max_children=1.5)  # type: ignore[arg-type]
-server(tcp("127.0.0.1", 0), echo, timeout="1")  # type: ignore[call-overload]
+server(tcp("127.0.0.1", 0), echo, timeout="1")  # type: ignore[arg-type]
 attrs.evolve(transport, port="80")  # type: ignore[arg-type]
 attrs.evolve(transport, prot=80)  # type: ignore[call-arg]
 
 # A handler must take exactly one request.
-server(tcp("127.0.0.1", 0), lambda: None)  # type: ignore[arg-type]
+def no_request() -> None: ...
+
+
+server(tcp("127.0.0.1", 0), no_request)  # type: ignore[arg-type]
+
+# A lambda handler is checked against the transport's request type.
+server(tcp("127.0.0.1", 0), lambda conn: conn.reply(b""))  # type: ignore[attr-defined]
+server(udp("127.0.0.1", 0), lambda dg: dg.rfile.readline())  # type: ignore[attr-defined]
+server(unix_stream("/tmp/s"), lambda conn: conn.client_address[1] + 1)  # type: ignore[operator]
+server(tcp("127.0.0.1", 0), echo, on_error=lambda dg, exc: dg.reply(b""))  # type: ignore[attr-defined]
+
+# The address type follows the transport.
+unix_bound = server(unix_stream("/tmp/s"), echo).bind()
+host, port = unix_bound.address  # type: ignore[str-unpack]
+unix_bound.port  # type: ignore[misc]  # Invalid self argument: a Unix server has no port
+unix_bound.host  # type: ignore[misc]  # ... nor a host
+tcp_bound = server(tcp("127.0.0.1", 0), echo).bind()
+scope_id = tcp_bound.address[3]  # type: ignore[misc]  # Tuple index out of range
+path: str = tcp_bound.address  # type: ignore[assignment]
+
+
+def from_loopback(address: tuple[str, int]) -> bool:
+    return address[0] == "127.0.0.1"
+
+
+server(unix_stream("/tmp/s"), echo, verify=from_loopback)  # type: ignore[arg-type]
+server(unix_datagram("/tmp/d"), pong, verify=lambda address: address.port > 0)  # type: ignore[union-attr]
+
+# Any bound server: for the lifecycle only, not for the request type.
+servers: list[BoundServer] = [tcp_bound, unix_bound]
+servers[0].server  # type: ignore[attr-defined]
+ip_servers: list[BoundServer[IPAddress]] = [tcp_bound, unix_bound]  # type: ignore[list-item]
+narrow: Bound[StreamConnection[IPAddress], IPAddress] = server(udp("127.0.0.1", 0), pong).bind()  # type: ignore[assignment]
