@@ -17,7 +17,9 @@ import os
 import sys
 import threading
 from collections.abc import Callable, Sequence
-from typing import Final, NamedTuple, Protocol, final
+from typing import Final, final
+
+from .abc import Job, WorkerHost, Workers
 
 __all__ = (
     "INLINE_WORKERS",
@@ -28,68 +30,6 @@ __all__ = (
     "WorkerHost",
     "Workers",
 )
-
-
-@final
-class Job(NamedTuple):
-    """One request's work, as the server hands it to a dispatcher.
-
-    A tuple, because one is made for every request and that must be cheap.
-
-    Attributes:
-        run: handles the request and releases it.  Call it exactly once, in the
-            worker.  Handler exceptions are dealt with inside; only
-            ``SystemExit``/``KeyboardInterrupt`` (and the like) escape it.
-        discard: drops this process's copy of the request; call it in the
-            parent when ``run`` runs in another process.
-    """
-
-    run: Callable[[], None]
-    discard: Callable[[], None]
-
-
-class WorkerHost(Protocol):
-    """**Protocol:** what a dispatcher's workers may ask of the server that started them."""
-
-    def close_inherited(self) -> None:
-        """In a new child process: close the server's sockets the child must not hold."""
-        ...
-
-    def worker_failed(self, exc: BaseException, /) -> None:
-        """A worker thread's job raised ``SystemExit``/``KeyboardInterrupt``: stop the server.
-
-        The serving thread re-raises *exc* from ``serve_forever``.
-        """
-        ...
-
-
-class Workers(Protocol):
-    """**Protocol:** the running side of a dispatcher, owned by one bound server.
-
-    ``dispatch``, ``capacity`` and ``service_actions`` are called from the
-    serving thread; ``close`` once, when the server closes.
-    """
-
-    def dispatch(self, job: Job, /) -> None:
-        """Run *job* (now, or in another thread or process)."""
-        ...
-
-    def capacity(self) -> Sequence[int] | None:
-        """``None`` if another job may be dispatched now.
-
-        Otherwise fds that turn readable when capacity may be back (an empty
-        sequence: the loop asks again shortly).  While there is no capacity
-        the server accepts nothing; clients wait in the listen backlog.
-        """
-        ...
-
-    def service_actions(self) -> None:
-        """Periodic housekeeping (reaping finished children); runs every loop wake-up."""
-        ...
-
-    def close(self) -> None:
-        """Release the workers, waiting for jobs in flight if so configured.  Idempotent."""
-        ...
 
 
 # -- inline ------------------------------------------------------------------

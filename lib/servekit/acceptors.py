@@ -6,12 +6,13 @@ import logging
 import socket
 import sys
 import time
-from typing import Final, Generic, Protocol, final
+from typing import Final, Generic, final
 
 import attrs
 
-from ._types import _AddrT, _ReqT
+from ._types import _AddrT
 from ._validate import int_in_range
+from .abc import Acceptor
 from .connections import Datagram, StreamConnection
 
 __all__ = ("Acceptor", "DatagramAcceptor", "StreamAcceptor")
@@ -40,30 +41,6 @@ def peer_address(address: object) -> object:
         host, port, _flowinfo, scope_id = address
         return (f"{host}%{scope_id}" if scope_id else host, port)
     return address
-
-
-class Acceptor(Protocol[_ReqT]):
-    """**Protocol:** takes requests off a listening socket and releases them.
-
-    Called by the serve loop's thread (``accept``, ``discard``) and by the
-    worker that ran the handler (``release``).
-    """
-
-    def accept(self, listener: socket.socket, /) -> _ReqT:
-        """Take one request off the non-blocking *listener*.
-
-        Raises :class:`BlockingIOError` when nothing is waiting after all and
-        other :class:`OSError` for failed accepts; the server handles both.
-        """
-        ...
-
-    def release(self, request: _ReqT, /) -> None:
-        """The handler is done with *request*: finish and close it."""
-        ...
-
-    def discard(self, request: _ReqT, /) -> None:
-        """Drop this process's copy of *request*: another process handles it."""
-        ...
 
 
 @final

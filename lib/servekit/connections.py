@@ -5,7 +5,7 @@ from __future__ import annotations
 import errno
 import io
 import socket
-from typing import TYPE_CHECKING, Generic, Protocol, cast, final
+from typing import TYPE_CHECKING, Generic, cast, final
 
 from ._types import _AddrT_co
 
@@ -14,7 +14,7 @@ if TYPE_CHECKING:
 
     from ._types import Address
 
-__all__ = ("Datagram", "Request", "SocketWriter", "StreamConnection")
+__all__ = ("Datagram", "SocketWriter", "StreamConnection")
 
 
 @final
@@ -179,12 +179,3 @@ class Datagram(Generic[_AddrT_co]):
 
     def __repr__(self) -> str:
         return f"<Datagram of {len(self._data)} bytes from {self._address!r}>"
-
-
-class Request(Protocol[_AddrT_co]):
-    """**Protocol:** what every request value offers the server: where it came from."""
-
-    @property
-    def client_address(self) -> _AddrT_co:
-        """The peer's address."""
-        ...

@@ -11,18 +11,13 @@ close that waits -- or not -- for the work in flight.
 from __future__ import annotations
 
 import os
-from typing import Protocol, final
+from typing import final
 
 import attrs
 
 from ._validate import flag, int_in_range
-from ._workers import INLINE_WORKERS, ChildWorkers, Job, ThreadWorkers, WorkerHost, Workers
-
-# Job, WorkerHost and Workers are public here; they are defined in _workers
-# so that servekit.classic can use them without importing attrs.
-for _public in (Job, WorkerHost, Workers):
-    _public.__module__ = __name__
-del _public
+from ._workers import INLINE_WORKERS, ChildWorkers, ThreadWorkers
+from .abc import Dispatcher, Job, WorkerHost, Workers
 
 __all__ = (
     "Dispatcher",
@@ -36,14 +31,6 @@ __all__ = (
     "inline",
     "threaded",
 )
-
-
-class Dispatcher(Protocol):
-    """**Protocol:** a description of where handlers run; starts the workers of one server."""
-
-    def start(self, host: WorkerHost, /) -> Workers:
-        """Make the workers of a newly bound server."""
-        ...
 
 
 # -- descriptions ------------------------------------------------------------

@@ -8,20 +8,18 @@ import threading
 from collections.abc import Callable
 from functools import partial
 from types import TracebackType
-from typing import Final, Generic, Protocol, TypeVar, cast, final
+from typing import Final, Generic, TypeVar, cast, final
 
 import attrs
 from typing_extensions import Self
 
 from ._loop import ACCEPT_BACKOFF, Hooks, ServeLoop, accept_failed
-from ._types import Address, IPAddress, Predicate, _AddrT, _AddrT_co
+from ._types import IPAddress, Predicate, _AddrT
 from ._validate import seconds
-from ._workers import Job, Workers
-from .connections import Request
-from .dispatchers import Dispatcher, Inline
+from .abc import BoundServer, Dispatcher, Handler, Job, Request, Transport, Workers
+from .dispatchers import Inline
 from .errors import ServerClosedError
-from .handlers import Handler, check_handler
-from .transports import Transport
+from .handlers import check_handler
 
 __all__ = ("ACCEPT_BACKOFF", "Bound", "BoundServer", "ErrorHandler", "Server", "server")
 
@@ -119,45 +117,6 @@ def server(
         timeout=timeout,
         service_actions=service_actions,
     )
-
-
-class BoundServer(Protocol[_AddrT_co]):
-    """**Protocol:** any bound server, whatever its requests: what its lifecycle needs.
-
-    Every :class:`Bound` fits, so a list or a helper can hold TCP and UDP
-    servers alike: ``servers: list[BoundServer] = [tcp_bound, udp_bound]``.
-    ``BoundServer[IPAddress]`` narrows it to servers on IP addresses.
-    """
-
-    @property
-    def address(self) -> _AddrT_co:
-        """The address the server is bound to."""
-        ...
-
-    @property
-    def closed(self) -> bool:
-        """Whether it has been closed."""
-        ...
-
-    def fileno(self) -> int:
-        """The listening socket's file descriptor (``-1`` once closed)."""
-        ...
-
-    def serve_forever(self, poll_interval: float = ...) -> None:
-        """Serve until shut down or closed."""
-        ...
-
-    def handle_request(self) -> bool:
-        """Handle one request, waiting up to the server's timeout."""
-        ...
-
-    def shutdown(self) -> None:
-        """Stop ``serve_forever`` and wait until it has returned."""
-        ...
-
-    def close(self) -> None:
-        """Stop serving and close.  Idempotent."""
-        ...
 
 
 @final

@@ -6,13 +6,14 @@ import errno
 import os
 import socket
 import stat
-from typing import Generic, Protocol, final
+from typing import Generic, final
 
 import attrs
 
-from ._types import Address, IPAddress, UnixAddress, _AddrT, _AddrT_co, _ReqT
+from ._types import Address, IPAddress, UnixAddress, _AddrT
 from ._validate import flag, int_in_range, text
-from .acceptors import Acceptor, DatagramAcceptor, StreamAcceptor, peer_address
+from .abc import Acceptor, Listener, Transport
+from .acceptors import DatagramAcceptor, StreamAcceptor, peer_address
 from .connections import Datagram, StreamConnection
 from .errors import bind_error
 
@@ -29,48 +30,6 @@ __all__ = (
     "unix_datagram",
     "unix_stream",
 )
-
-
-class Listener(Protocol[_AddrT_co]):
-    """**Protocol:** a bound (and, for streams, listening) server socket at an address of type *A*.
-
-    Made by :meth:`Transport.listen`; owned and closed by the bound server.
-    """
-
-    @property
-    def socket(self) -> socket.socket:
-        """The server socket."""
-        ...
-
-    @property
-    def address(self) -> _AddrT_co:
-        """The address it is bound to (an ephemeral port already resolved)."""
-        ...
-
-    @property
-    def name(self) -> str:
-        """A label for messages and reprs, such as ``TCP 127.0.0.1:8080``."""
-        ...
-
-    def close(self) -> None:
-        """Close the socket and remove what binding created (a Unix socket file).  Idempotent."""
-        ...
-
-
-class Transport(Protocol[_ReqT, _AddrT_co]):
-    """**Protocol:** describes a listening socket, its address type *A* and the kind of request *R* it yields.
-
-    A transport is a value: :meth:`listen` may be called any number of times
-    (each :meth:`Server.bind <servekit.Server.bind>` calls it once).
-    """
-
-    def listen(self) -> Listener[_AddrT_co]:
-        """Create, bind and (for streams) listen.  Raises :class:`~servekit.BindError`."""
-        ...
-
-    def acceptor(self) -> Acceptor[_ReqT]:
-        """The acceptor that takes this transport's requests off its socket."""
-        ...
 
 
 @final

@@ -16,6 +16,7 @@ PACKAGE = Path(servekit.__file__).parent
 # Import order, lowest first: a module may import only modules before it.
 LAYERS = [
     "_types",
+    "abc",
     "_validate",
     "errors",
     "connections",
@@ -37,7 +38,7 @@ LAYERS = [
 def test_all_is_complete_and_sorted() -> None:
     public = {name for name in dir(servekit) if not name.startswith("_")}
     # (servekit.server names the function; the module of the same name stays importable.)
-    modules = {"acceptors", "connections", "dispatchers", "errors", "handlers", "testing", "transports", "classic"}
+    modules = {"abc", "acceptors", "connections", "dispatchers", "errors", "handlers", "testing", "transports", "classic"}
     assert set(servekit.__all__) == public - modules
     assert list(servekit.__all__) == sorted(servekit.__all__)
 
@@ -108,3 +109,32 @@ def test_no_any_in_public_signatures() -> None:
             except Exception:  # noqa: BLE001 - aliases and protocols without hints
                 continue
             assert "Any" not in repr(hints), f"{name}.{getattr(member, '__name__', '')}: {hints}"
+
+
+def test_public_names_report_public_modules() -> None:
+    """Reprs and type errors name where a type is public, never a private module."""
+    for name in servekit.__all__:
+        module = getattr(getattr(servekit, name), "__module__", "servekit")
+        assert not module.startswith("servekit._"), f"{name}.__module__ == {module!r}"
+    assert _fresh("import servekit.classic, servekit.abc\nprint(servekit.abc.Job.__module__)") == "servekit.abc"
+
+
+def test_type_errors_name_public_modules(tmp_path: Path) -> None:
+    """mypy reports a dispatcher's protocol types under servekit.abc, where a user imports them."""
+    from mypy import api
+
+    program = tmp_path / "wrong_workers.py"
+    program.write_text(
+        "from servekit import server, tcp\n"
+        "from servekit.abc import WorkerHost\n"
+        "class Pool:\n"
+        "    def start(self, host: WorkerHost, /) -> int:\n"
+        "        return 0\n"
+        "server(tcp('127.0.0.1', 0), print, dispatcher=Pool())\n"
+        "from servekit import forked\n"
+        "reveal_type(forked().start)\n"
+    )
+    out, err, _ = api.run(["--strict", "--no-incremental", "--cache-dir", str(tmp_path / "cache"), str(program)])
+    assert 'expected "Dispatcher"' in out, out
+    assert "(servekit.abc.WorkerHost) -> servekit.abc.Workers" in out, out
+    assert "servekit._" not in out + err, out

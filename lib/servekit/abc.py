@@ -1,0 +1,231 @@
+"""The protocols of servekit's parts, to implement by structure.
+
+A transport, acceptor, dispatcher or request type of your own fits servekit
+without inheriting anything: it only needs the methods below.  Annotating
+them names these types, so import them from here (this module loads nothing
+beyond the standard library).
+"""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Callable, Sequence
+from typing import NamedTuple, Protocol, TypeAlias, final
+
+from ._types import _AddrT_co, _ReqT, _ReqT_contra
+
+__all__ = (
+    "Acceptor",
+    "BoundServer",
+    "Dispatcher",
+    "Handler",
+    "Job",
+    "Listener",
+    "Request",
+    "Transport",
+    "WorkerHost",
+    "Workers",
+)
+
+
+class Request(Protocol[_AddrT_co]):
+    """**Protocol:** what every request value offers the server: where it came from."""
+
+    @property
+    def client_address(self) -> _AddrT_co:
+        """The peer's address."""
+        ...
+
+
+Handler: TypeAlias = Callable[[_ReqT_contra], object]
+"""A handler: any callable of one positional argument, the request; what it returns is ignored.
+
+Called once per request by a worker of the server's dispatcher: in the
+serving thread (``inline``), a thread of its own (``threaded``) or a child
+process (``forked``).  When it returns the request is released (a stream
+connection is shut down and closed).
+
+Error handling: an :class:`Exception` goes to the server's ``on_error``
+(by default logged on the ``servekit.server`` logger) and the server keeps
+serving.  ``SystemExit`` and ``KeyboardInterrupt`` stop the server: see
+:meth:`servekit.Bound.serve_forever`.
+
+A handler is a plain function: an ``async def`` one is refused (its
+coroutine would never run).
+"""
+
+
+class Acceptor(Protocol[_ReqT]):
+    """**Protocol:** takes requests off a listening socket and releases them.
+
+    Called by the serve loop's thread (``accept``, ``discard``) and by the
+    worker that ran the handler (``release``).
+    """
+
+    def accept(self, listener: socket.socket, /) -> _ReqT:
+        """Take one request off the non-blocking *listener*.
+
+        Raises :class:`BlockingIOError` when nothing is waiting after all and
+        other :class:`OSError` for failed accepts; the server handles both.
+        """
+        ...
+
+    def release(self, request: _ReqT, /) -> None:
+        """The handler is done with *request*: finish and close it."""
+        ...
+
+    def discard(self, request: _ReqT, /) -> None:
+        """Drop this process's copy of *request*: another process handles it."""
+        ...
+
+
+class Listener(Protocol[_AddrT_co]):
+    """**Protocol:** a bound (and, for streams, listening) server socket at an address of type *A*.
+
+    Made by :meth:`Transport.listen`; owned and closed by the bound server.
+    """
+
+    @property
+    def socket(self) -> socket.socket:
+        """The server socket."""
+        ...
+
+    @property
+    def address(self) -> _AddrT_co:
+        """The address it is bound to (an ephemeral port already resolved)."""
+        ...
+
+    @property
+    def name(self) -> str:
+        """A label for messages and reprs, such as ``TCP 127.0.0.1:8080``."""
+        ...
+
+    def close(self) -> None:
+        """Close the socket and remove what binding created (a Unix socket file).  Idempotent."""
+        ...
+
+
+class Transport(Protocol[_ReqT, _AddrT_co]):
+    """**Protocol:** describes a listening socket, its address type *A* and the kind of request *R* it yields.
+
+    A transport is a value: :meth:`listen` may be called any number of times
+    (each :meth:`Server.bind <servekit.Server.bind>` calls it once).
+    """
+
+    def listen(self) -> Listener[_AddrT_co]:
+        """Create, bind and (for streams) listen.  Raises :class:`~servekit.BindError`."""
+        ...
+
+    def acceptor(self) -> Acceptor[_ReqT]:
+        """The acceptor that takes this transport's requests off its socket."""
+        ...
+
+
+@final
+class Job(NamedTuple):
+    """One request's work, as the server hands it to a dispatcher.
+
+    A tuple, because one is made for every request and that must be cheap.
+
+    Attributes:
+        run: handles the request and releases it.  Call it exactly once, in the
+            worker.  Handler exceptions are dealt with inside; only
+            ``SystemExit``/``KeyboardInterrupt`` (and the like) escape it.
+        discard: drops this process's copy of the request; call it in the
+            parent when ``run`` runs in another process.
+    """
+
+    run: Callable[[], None]
+    discard: Callable[[], None]
+
+
+class WorkerHost(Protocol):
+    """**Protocol:** what a dispatcher's workers may ask of the server that started them."""
+
+    def close_inherited(self) -> None:
+        """In a new child process: close the server's sockets the child must not hold."""
+        ...
+
+    def worker_failed(self, exc: BaseException, /) -> None:
+        """A worker thread's job raised ``SystemExit``/``KeyboardInterrupt``: stop the server.
+
+        The serving thread re-raises *exc* from ``serve_forever``.
+        """
+        ...
+
+
+class Workers(Protocol):
+    """**Protocol:** the running side of a dispatcher, owned by one bound server.
+
+    ``dispatch``, ``capacity`` and ``service_actions`` are called from the
+    serving thread; ``close`` once, when the server closes.
+    """
+
+    def dispatch(self, job: Job, /) -> None:
+        """Run *job* (now, or in another thread or process)."""
+        ...
+
+    def capacity(self) -> Sequence[int] | None:
+        """``None`` if another job may be dispatched now.
+
+        Otherwise fds that turn readable when capacity may be back (an empty
+        sequence: the loop asks again shortly).  While there is no capacity
+        the server accepts nothing; clients wait in the listen backlog.
+        """
+        ...
+
+    def service_actions(self) -> None:
+        """Periodic housekeeping (reaping finished children); runs every loop wake-up."""
+        ...
+
+    def close(self) -> None:
+        """Release the workers, waiting for jobs in flight if so configured.  Idempotent."""
+        ...
+
+
+class Dispatcher(Protocol):
+    """**Protocol:** a description of where handlers run; starts the workers of one server."""
+
+    def start(self, host: WorkerHost, /) -> Workers:
+        """Make the workers of a newly bound server."""
+        ...
+
+
+class BoundServer(Protocol[_AddrT_co]):
+    """**Protocol:** any bound server, whatever its requests: what its lifecycle needs.
+
+    Every :class:`~servekit.Bound` fits, so a list or a helper can hold TCP
+    and UDP servers alike: ``servers: list[BoundServer] = [tcp_bound,
+    udp_bound]``.  ``BoundServer[IPAddress]`` narrows it to servers on IP
+    addresses.
+    """
+
+    @property
+    def address(self) -> _AddrT_co:
+        """The address the server is bound to."""
+        ...
+
+    @property
+    def closed(self) -> bool:
+        """Whether it has been closed."""
+        ...
+
+    def fileno(self) -> int:
+        """The listening socket's file descriptor (``-1`` once closed)."""
+        ...
+
+    def serve_forever(self, poll_interval: float = ...) -> None:
+        """Serve until shut down or closed."""
+        ...
+
+    def handle_request(self) -> bool:
+        """Handle one request, waiting up to the server's timeout."""
+        ...
+
+    def shutdown(self) -> None:
+        """Stop ``serve_forever`` and wait until it has returned."""
+        ...
+
+    def close(self) -> None:
+        """Stop serving and close.  Idempotent."""
+        ...
