@@ -44,10 +44,12 @@ if TYPE_CHECKING:
     from typing_extensions import Self
 
 # Only what ``socketserver`` itself needs is imported here (no attrs, no
-# logging until something is logged): a forking server copies every page of
-# the process for each request, so the adapter's own footprint is a cost.
+# logging): a forking server copies every page of the process for each
+# request, so the adapter's own footprint is a cost.
 
-#: The logger accept() failures are reported on.
+#: The logger accept() failures are reported on (servekit._loop reports
+#: through logging only if the program loaded it, else on stderr as logging's
+#: last resort would: importing it needs fds, which may have run out).
 _LOGGER: Final = "servekit.classic"
 
 _check_max_children: Final = int_in_range("max_children", 1)
@@ -276,7 +278,8 @@ class BaseServer:
         return None
 
     def _servekit_accept_failed(self, exc: OSError) -> None:
-        # Errors other than resource exhaustion are ignored, as the standard library does.
+        # Resource exhaustion backs off (the loop reports the episode once);
+        # other errors are ignored, as the standard library does.
         _state(self).loop.back_off(accept_failed(exc, "get_request()", _describe(self), _LOGGER))
 
 

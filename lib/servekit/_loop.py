@@ -18,7 +18,11 @@ Strategy:
 * After an ``accept()`` failure that signals resource exhaustion the driver
   asks for a back-off (:meth:`ServeLoop.back_off`); the listener is left out of
   the wait until it passes, so the loop does not spin at 100 % CPU on
-  ``EMFILE``.
+  ``EMFILE``.  The loop keeps the *episode* -- from the first failure to the
+  next ``accept()`` that succeeds -- and reports its start and its end, once
+  each, however many attempts fail in between.
+* Everything that runs while no fd is free needs none: reports never import
+  :mod:`logging` (importing opens files).
 """
 
 from __future__ import annotations
@@ -26,12 +30,13 @@ from __future__ import annotations
 import errno
 import select
 import socket
+import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
 from typing import Final, NamedTuple, Protocol
 
-__all__ = ("ACCEPT_BACKOFF", "Driver", "Hooks", "ServeLoop", "accept_failed")
+__all__ = ("ACCEPT_BACKOFF", "AcceptFailure", "Driver", "Hooks", "ServeLoop", "accept_failed")
 
 _POLLIN: Final = select.POLLIN
 _POLLNVAL: Final = select.POLLNVAL
@@ -45,6 +50,10 @@ ACCEPT_BACKOFF: Final = 0.1
 
 #: How often a saturated driver that offers no fd to wait on is asked again.
 SATURATED_POLL: Final = 0.01
+
+# logging's levels, without importing it.
+_DEBUG: Final = 10
+_WARNING: Final = 30
 
 
 class Hooks(NamedTuple):
@@ -78,24 +87,64 @@ class Driver(Protocol):
         ...
 
 
-def accept_failed(exc: OSError, call: str, where: str, logger: str) -> float:
+class AcceptFailure(NamedTuple):
+    """A failed ``accept()``, as :func:`accept_failed` classifies it for :meth:`ServeLoop.back_off`.
+
+    Attributes:
+        seconds: how long to leave the listener alone; ``0`` for a failure
+            that is not resource exhaustion (the loop goes on at once).
+        exc: the error.
+        call: what failed, for the report (``"accept()"``).
+        where: the listener, for the report.
+        logger: the name of the logger the loop reports on.
+    """
+
+    seconds: float
+    exc: OSError
+    call: str
+    where: str
+    logger: str
+
+
+def accept_failed(exc: OSError, call: str, where: str, logger: str) -> AcceptFailure:
     """The back-off policy for a failed ``accept()``, shared by every driver.
 
-    The failure is reported on the logger named *logger* (imported only now:
-    ``servekit.classic`` does not load :mod:`logging` until it logs).
-    Resource exhaustion is logged as a warning and answered with
-    :data:`ACCEPT_BACKOFF` seconds of leaving the listener alone; any other
+    Resource exhaustion (``EMFILE``, ``ENFILE``, ``ENOBUFS``, ``ENOMEM``) is
+    answered with :data:`ACCEPT_BACKOFF` seconds of leaving the listener
+    alone; the loop reports the episode it starts (or continues) on the
+    logger named *logger*, once at its start and once at its end.  Any other
     error (a connection that died in the backlog, ...) is logged at debug
-    level and skipped.  Returns the back-off for :meth:`ServeLoop.back_off`.
+    level and skipped.  Pass the result to :meth:`ServeLoop.back_off`.
     """
-    import logging  # noqa: PLC0415 - see above
-
-    log = logging.getLogger(logger)
     if exc.errno in _CAPACITY_ERRNOS:
-        log.warning("%s on %s failed (%s); pausing %.1f s before accepting again", call, where, exc, ACCEPT_BACKOFF)
-        return ACCEPT_BACKOFF
-    log.debug("%s on %s failed: %s", call, where, exc)
-    return 0.0
+        return AcceptFailure(ACCEPT_BACKOFF, exc, call, where, logger)
+    _report(logger, _DEBUG, "%s on %s failed: %s", call, where, exc)
+    return AcceptFailure(0.0, exc, call, where, logger)
+
+
+def _report(logger: str, level: int, message: str, *args: object) -> None:
+    """Log *message* % *args* on the logger named *logger*, without importing :mod:`logging`.
+
+    This runs when no fd may be free, and an import opens files: a lazy
+    ``import logging`` here failed with ``EMFILE`` and ended ``serve_forever``
+    (``servekit.classic`` does not load logging).  If the program has not
+    loaded logging, nothing can have configured it either, and logging would
+    hand the record to its last-resort handler, which writes the bare message
+    to ``sys.stderr`` for warnings and above: that is done here directly.
+    """
+    if sys.modules.get("logging") is not None:
+        import logging  # noqa: PLC0415 - loaded already: opens no file
+
+        logging.getLogger(logger).log(level, message, *args)
+        return
+    stderr = sys.stderr
+    if level < _WARNING or stderr is None:
+        return
+    try:
+        stderr.write(message % args + "\n")
+        stderr.flush()
+    except Exception:  # noqa: BLE001 - as logging's handlers, never fail the caller
+        pass
 
 
 def _about_to_run(target: object) -> threading.Thread | None:
@@ -123,7 +172,18 @@ class ServeLoop:
     only asks the loop to stop and returns).
     """
 
-    __slots__ = ("_backoff_until", "_driver", "_idle", "_lock", "_pending", "_serving", "_stop", "_wake")
+    __slots__ = (
+        "_backoff_until",
+        "_driver",
+        "_episode",
+        "_failures",
+        "_idle",
+        "_lock",
+        "_pending",
+        "_serving",
+        "_stop",
+        "_wake",
+    )
 
     def __init__(self, driver: Driver) -> None:
         self._driver = driver
@@ -134,7 +194,12 @@ class ServeLoop:
         self._idle = threading.Event()
         self._idle.set()
         self._wake: tuple[socket.socket, socket.socket] | None = None
+        # The accept-failure episode: non-zero while one is open (the end of
+        # the current back-off, which may have passed), with the failure that
+        # started it, its time, and the failed attempts so far.
         self._backoff_until = 0.0
+        self._episode: tuple[AcceptFailure, float] | None = None
+        self._failures = 0
 
     @property
     def serving(self) -> bool:
@@ -176,6 +241,9 @@ class ServeLoop:
         waiter.watch(listener, ())
         poll = waiter.poller.poll
         wake_fd = waiter.wake_fd
+        # The listener while an accept-failure episode is open and its
+        # back-off has passed: the next accept() tells whether it is over.
+        probe = -1
         # Capacity can only run out when a request is dispatched: it is asked
         # after each dispatch, and re-asked before every wait while it is out.
         limited = capacity is not None
@@ -185,6 +253,9 @@ class ServeLoop:
             if limited or self._backoff_until:
                 watching, timeout_ms = self._limits(listener, capacity, timeout_ms, waiter)
                 limited = watching < 0
+                probe = -1
+                if self._backoff_until and watching >= 0:
+                    probe, watching = watching, -1
             events = poll(timeout_ms)
             # A stop asked for while the loop waited wins over a request
             # that came in meanwhile.
@@ -199,6 +270,12 @@ class ServeLoop:
                         limited = True
                 elif fd == wake_fd:
                     waiter.drain()
+                elif fd == probe:
+                    if flags & _POLLNVAL:
+                        return
+                    self._probe(ready)
+                    if capacity is not None and capacity() is not None:
+                        limited = True
             service()
 
     def handle_request(self, timeout: float | None) -> bool:
@@ -220,17 +297,65 @@ class ServeLoop:
                 if fd == watching:
                     if flags & _POLLNVAL:
                         return False
-                    ready()
+                    if self._backoff_until:
+                        self._probe(ready)
+                    else:
+                        ready()
                     return True
             if deadline is not None:
                 remaining_ms = (deadline - time.monotonic()) * 1000
                 if remaining_ms <= 0:
                     return False
 
-    def back_off(self, seconds: float) -> None:
-        """Leave the listener out of the wait for *seconds* (from the loop's thread)."""
-        if seconds > 0:
-            self._backoff_until = time.monotonic() + seconds
+    def back_off(self, failure: AcceptFailure) -> None:
+        """Take a failed ``accept()`` into account (from the loop's thread).
+
+        A failure with a back-off starts an episode, reported once on the
+        failure's logger, unless one is open already; the listener is left
+        out of the wait for ``failure.seconds``.  While an episode is open
+        every failure counts, and the first ``accept()`` that does not fail
+        ends it, reported with the count and the duration.
+        """
+        if not self._backoff_until:
+            if failure.seconds <= 0:
+                return
+            now = time.monotonic()
+            self._episode = (failure, now)
+            self._failures = 0
+            self._backoff_until = now
+            _report(
+                failure.logger,
+                _WARNING,
+                "%s on %s failed (%s); retrying every %.1f s, reported again when it succeeds",
+                failure.call,
+                failure.where,
+                failure.exc,
+                failure.seconds,
+            )
+        self._failures += 1
+        if failure.seconds > 0:
+            self._backoff_until = time.monotonic() + failure.seconds
+
+    def _probe(self, ready: Callable[[], object]) -> None:
+        """Call *ready* while an episode is open; end the episode if it does not fail."""
+        failures = self._failures
+        at = time.monotonic()
+        ready()
+        episode = self._episode
+        if self._failures != failures or episode is None:
+            return
+        failure, since = episode
+        self._backoff_until = 0.0
+        self._episode = None
+        _report(
+            failure.logger,
+            _WARNING,
+            "%s on %s succeeded again after %d failed attempts over %.1f s",
+            failure.call,
+            failure.where,
+            failures,
+            at - since,
+        )
 
     def shutdown(self, target: object = None) -> None:
         """Stop ``serve_forever`` and wait until it has returned.
@@ -277,23 +402,22 @@ class ServeLoop:
         Returns the fd to treat as the listener (``-1``: the listener is not
         watched this time) and the timeout in milliseconds (``None``: none).
         """
-        waiting_for: Sequence[int] | None = None
         if self._backoff_until:
             left = self._backoff_until - time.monotonic()
             if left > 0:
-                waiting_for = ()
-                timeout_ms = _shorter(timeout_ms, left * 1000)
-            else:
-                self._backoff_until = 0.0
-        if waiting_for is None and capacity is not None:
+                waiter.watch(-1, ())
+                return -1, _shorter(timeout_ms, left * 1000)
+            # Passed: the listener is watched again, and the episode lasts
+            # until an accept() succeeds.
+        if capacity is not None:
             waiting_for = capacity()
-        if waiting_for is None:
-            waiter.watch(listener, ())
-            return listener, timeout_ms
-        waiter.watch(-1, waiting_for)
-        if not waiting_for:
-            timeout_ms = _shorter(timeout_ms, SATURATED_POLL * 1000)
-        return -1, timeout_ms
+            if waiting_for is not None:
+                waiter.watch(-1, waiting_for)
+                if not waiting_for:
+                    timeout_ms = _shorter(timeout_ms, SATURATED_POLL * 1000)
+                return -1, timeout_ms
+        waiter.watch(listener, ())
+        return listener, timeout_ms
 
 
 class _Waiter:

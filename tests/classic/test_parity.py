@@ -340,28 +340,45 @@ def test_shutdown_before_serve_forever_neither_deadlocks_nor_poisons() -> None:
             assert _stream_roundtrip(socket.AF_INET, server.server_address, b"after\n") == b"after\n"
 
 
-def test_accept_exhaustion_backs_off_and_logs(caplog: pytest.LogCaptureFixture) -> None:
+@pytest.mark.parametrize("via", ["serve_forever", "handle_request"])
+def test_accept_exhaustion_backs_off_and_logs_once_per_episode(caplog: pytest.LogCaptureFixture, via: str) -> None:
+    """An injected EMFILE: retries BACKOFF apart, one report at the start and one at the end.
+
+    (tests/integration/test_fd_exhaustion.py runs the real condition.)
+    """
+    failures = 3
     stamps: list[float] = []
-    enough = threading.Event()
 
     class Server(servekit.classic.TCPServer):
         def get_request(self) -> Any:
             stamps.append(time.monotonic())
-            if len(stamps) >= 3:
-                enough.set()
-            raise OSError(errno.EMFILE, os.strerror(errno.EMFILE))
+            if len(stamps) <= failures:
+                raise OSError(errno.EMFILE, os.strerror(errno.EMFILE))
+            return super().get_request()
 
     caplog.set_level(logging.WARNING, logger="servekit.classic")
     server = Server(("127.0.0.1", 0), _Echo)
-    # A pending connection keeps the listener readable: without a back-off
-    # the loop would call get_request() in a tight loop.
-    with socket.create_connection(("127.0.0.1", server.server_address[1]), timeout=TIMEOUT), serving(server):
-        assert enough.wait(TIMEOUT)
+    # The waiting client keeps the listener readable: without a back-off the
+    # loop would call get_request() in a tight loop.  It is answered once
+    # get_request() succeeds again.
+    if via == "serve_forever":
+        with serving(server):
+            assert _stream_roundtrip(socket.AF_INET, server.server_address, b"ping\n") == b"ping\n"
+    else:
+        server.timeout = TIMEOUT  # every wait bounded
+        with server, socket.create_connection(("127.0.0.1", server.server_address[1]), timeout=TIMEOUT) as client:
+            client.sendall(b"ping\n")
+            for _ in range(failures + 1):  # each call makes one attempt, after the back-off
+                server.handle_request()
+            assert client.recv(16) == b"ping\n"
     gaps = [later - earlier for earlier, later in zip(stamps, stamps[1:])]
     # Lower bounds only: a slow machine makes the gaps longer, never shorter.
-    assert all(gap >= ACCEPT_BACKOFF * 0.9 for gap in gaps), gaps
+    assert len(gaps) == failures and all(gap >= ACCEPT_BACKOFF * 0.9 for gap in gaps), gaps
     messages = [r.getMessage() for r in caplog.records if r.name == "servekit.classic"]
-    assert messages and all("pausing" in m and os.strerror(errno.EMFILE) in m for m in messages)
+    assert len(messages) == 2, messages
+    start, end = messages
+    assert os.strerror(errno.EMFILE) in start and "retrying" in start, start
+    assert f"succeeded again after {failures} failed attempts" in end, end
 
 
 def test_server_close_from_another_thread_stops_the_loop() -> None:
