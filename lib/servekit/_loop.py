@@ -22,7 +22,8 @@ Strategy:
   next ``accept()`` that succeeds -- and reports its start and its end, once
   each, however many attempts fail in between.
 * Everything that runs while no fd is free needs none: reports never import
-  :mod:`logging` (importing opens files).
+  :mod:`logging` (importing opens files), and a ``serve_forever`` that cannot
+  make its wake-up socketpair serves without one until it can.
 """
 
 from __future__ import annotations
@@ -50,6 +51,10 @@ ACCEPT_BACKOFF: Final = 0.1
 
 #: How often a saturated driver that offers no fd to wait on is asked again.
 SATURATED_POLL: Final = 0.01
+
+#: How often a ``serve_forever`` without its wake-up socketpair (no fd was
+#: free for it) looks at a stop request and tries to make the pair again.
+NO_WAKE_POLL: Final = 0.1
 
 # logging's levels, without importing it.
 _DEBUG: Final = 10
@@ -147,6 +152,25 @@ def _report(logger: str, level: int, message: str, *args: object) -> None:
         pass
 
 
+def _wake_pair() -> tuple[socket.socket, socket.socket] | None:
+    """The loop's wake-up socketpair, or ``None`` when no fd is free for it."""
+    try:
+        pair = socket.socketpair()
+    except OSError as exc:
+        if exc.errno in _CAPACITY_ERRNOS:
+            return None
+        raise
+    for sock in pair:
+        sock.setblocking(False)
+    return pair
+
+
+def _close_pair(pair: tuple[socket.socket, socket.socket] | None) -> None:
+    if pair is not None:
+        for sock in pair:
+            sock.close()
+
+
 def _about_to_run(target: object) -> threading.Thread | None:
     """A live thread, other than this one, whose target is *target* (not yet serving)."""
     if target is None:
@@ -209,13 +233,10 @@ class ServeLoop:
     def serve_forever(self, poll_interval: float) -> None:
         """Serve until :meth:`shutdown` (or the listener closes)."""
         me = threading.current_thread()
-        wake = socket.socketpair()
-        for sock in wake:
-            sock.setblocking(False)
+        wake = _wake_pair()
         with self._lock:
             if self._serving is not None:
-                for sock in wake:
-                    sock.close()
+                _close_pair(wake)
                 raise RuntimeError(f"serve_forever() is already running in {self._serving.name}")
             self._serving = me
             self._wake = wake
@@ -224,15 +245,15 @@ class ServeLoop:
             self._idle.clear()
         try:
             if not self._stop:
-                self._run(self._driver.loop_hooks(), poll_interval * 1000, _Waiter(wake[0]))
+                self._run(self._driver.loop_hooks(), poll_interval * 1000, _Waiter(None if wake is None else wake[0]))
         finally:
             with self._lock:
+                wake = self._wake
                 self._serving = None
                 self._wake = None
                 self._stop = False
                 self._idle.set()
-            for sock in wake:
-                sock.close()
+            _close_pair(wake)
 
     def _run(self, hooks: Hooks, interval_ms: float, waiter: _Waiter) -> None:
         listener, ready, service, capacity = hooks
@@ -246,13 +267,18 @@ class ServeLoop:
         probe = -1
         # Capacity can only run out when a request is dispatched: it is asked
         # after each dispatch, and re-asked before every wait while it is out.
-        limited = capacity is not None
+        # A loop without its wake-up socket takes this path too.
+        limited = capacity is not None or wake_fd < 0
         while True:
             watching = listener
             timeout_ms: float | None = interval_ms
             if limited or self._backoff_until:
+                if wake_fd < 0:
+                    wake_fd = self._rewake(waiter)
                 watching, timeout_ms = self._limits(listener, capacity, timeout_ms, waiter)
-                limited = watching < 0
+                limited = watching < 0 or wake_fd < 0
+                if wake_fd < 0:
+                    timeout_ms = _shorter(timeout_ms, NO_WAKE_POLL * 1000)
                 probe = -1
                 if self._backoff_until and watching >= 0:
                     probe, watching = watching, -1
@@ -277,6 +303,16 @@ class ServeLoop:
                     if capacity is not None and capacity() is not None:
                         limited = True
             service()
+
+    def _rewake(self, waiter: _Waiter) -> int:
+        """Try again to make the wake-up socketpair; its fd to wait on, or ``-1``."""
+        wake = _wake_pair()
+        if wake is None:
+            return -1
+        with self._lock:
+            self._wake = wake
+        waiter.wake_with(wake[0])
+        return waiter.wake_fd
 
     def handle_request(self, timeout: float | None) -> bool:
         """Wait up to *timeout* seconds (``None``: no limit) and handle one request.
@@ -432,12 +468,18 @@ class _Waiter:
 
     def __init__(self, wake: socket.socket | None) -> None:
         self.poller = select.poll()
-        self.wake = wake
-        self.wake_fd = -1 if wake is None else wake.fileno()
+        self.wake: socket.socket | None = None
+        self.wake_fd = -1
         if wake is not None:
-            self.poller.register(self.wake_fd, _POLLIN)
+            self.wake_with(wake)
         self.listener = -1
         self.extra: tuple[int, ...] = ()
+
+    def wake_with(self, wake: socket.socket) -> None:
+        """Wait on *wake*, the loop's wake-up socket, from now on."""
+        self.wake = wake
+        self.wake_fd = wake.fileno()
+        self.poller.register(self.wake_fd, _POLLIN)
 
     def watch(self, listener: int, extra: Sequence[int]) -> None:
         """Wait on *listener* (``-1``: none) and on *extra* from now on."""
