@@ -255,9 +255,16 @@ class BaseServer:
         rule = "-" * 40
         print(rule, file=sys.stderr)
         print("Exception occurred during processing of request from", client_address, file=sys.stderr)
-        import traceback  # noqa: PLC0415 - only when an error is reported
-
-        traceback.print_exc()
+        failure = sys.exc_info()
+        try:
+            import traceback  # noqa: PLC0415 - only when an error is reported
+        except OSError:
+            # An import opens files; with no fd free (the handler may have
+            # failed for that very reason) the interpreter's own printer,
+            # which needs none, prints the traceback instead.
+            sys.__excepthook__(*failure)
+        else:
+            traceback.print_exception(*failure)
         print(rule, file=sys.stderr)
 
     def __enter__(self) -> Self:

@@ -99,3 +99,54 @@ def test_exhaustion_while_serving(kind: str, mode: str) -> None:
 def test_exhaustion_before_serve_forever_starts(kind: str) -> None:
     """No fd is free for the loop's wake-up socketpair: it serves without one until it can."""
     _check(_run(kind, "no-logging", "before-serving"))
+
+
+_FAILING_HANDLER = r"""
+import os, resource, socket, sys, threading
+import servekit.classic as socketserver
+
+filler = []
+
+class Handler(socketserver.StreamRequestHandler):
+    def handle(self):
+        line = self.rfile.readline()
+        if line == b"exhaust\n":
+            # The handler runs out of fds and fails with EMFILE.
+            _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+            resource.setrlimit(resource.RLIMIT_NOFILE, (256, hard))
+            while True:
+                filler.append(os.open(os.devnull, os.O_RDONLY))
+        self.wfile.write(line.upper())
+
+class Server(socketserver.TCPServer):
+    def handle_error(self, request, client_address):
+        try:
+            super().handle_error(request, client_address)  # with no fd free
+        finally:
+            while filler:
+                os.close(filler.pop())
+
+with Server(("127.0.0.1", 0), Handler) as srv:
+    thread = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05})
+    thread.start()
+    try:
+        for line in (b"exhaust\n", b"again\n"):
+            with socket.create_connection(srv.server_address, timeout=5) as client:
+                client.sendall(line)
+                print(repr(client.makefile("rb").readline()), flush=True)
+        print("alive" if thread.is_alive() else "dead", flush=True)
+    finally:
+        srv.shutdown()
+        thread.join(5)
+"""
+
+
+def test_handle_error_reports_with_no_fd_free() -> None:
+    """classic handle_error prints the traceback with no fd free (a lazy import needs one) and serving goes on."""
+    done = subprocess.run(
+        [sys.executable, "-c", _FAILING_HANDLER], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == ["b''", "b'AGAIN\\n'", "alive"], done.stdout + done.stderr
+    assert "Exception occurred during processing of request from" in done.stderr
+    assert f"OSError: [Errno {errno.EMFILE}]" in done.stderr, done.stderr

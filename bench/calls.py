@@ -1,0 +1,209 @@
+"""``python -m bench.calls``: calls into the library per request, beside the standard library.
+
+A profile hook (``sys.setprofile`` in the serving thread and
+``threading.setprofile`` for the threads it starts) counts the Python calls
+whose code lives in the library's own files -- ``socketserver.py`` for the
+standard library, ``lib/servekit/`` for servekit -- during one warm request:
+a stream server echoes one line back (``StreamRequestHandler`` for the
+classic servers, ``rfile``/``wfile`` for the composed ones), a datagram
+server one datagram.  The count is exact and repeatable, so it is a test
+(``tests/meta/test_calls.py``), not a timing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import socket
+import sys
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from types import FrameType
+from typing import Final
+
+_TIMEOUT: Final = 10.0
+_LINE: Final = b"x" * 31 + b"\n"
+
+
+@dataclass(frozen=True)
+class Case:
+    name: str
+    stream: bool
+    start: Callable[[], tuple[tuple[str, int], Callable[[], None]]]
+    files: Callable[[], tuple[str, ...]]
+
+
+class _Counter:
+    def __init__(self, files: tuple[str, ...]) -> None:
+        self.files = files
+        self.on = False
+        self.calls = 0
+        self.names: list[str] = []
+        self.lock = threading.Lock()
+
+    def hook(self, frame: FrameType, event: str, arg: object) -> None:
+        if event == "call" and self.on and frame.f_code.co_filename.startswith(self.files):
+            with self.lock:
+                self.calls += 1
+                self.names.append(frame.f_code.co_qualname)
+
+
+def _classic(module_name: str, class_name: str) -> Callable[[], tuple[tuple[str, int], Callable[[], None]]]:
+    def start() -> tuple[tuple[str, int], Callable[[], None]]:
+        module = importlib.import_module(module_name)
+        cls = getattr(module, class_name)
+        stream = "UDP" not in class_name
+        if stream:
+
+            class Echo(module.StreamRequestHandler):  # type: ignore[name-defined,misc]
+                def handle(self) -> None:
+                    self.wfile.write(self.rfile.readline())
+
+        else:
+
+            class Echo(module.DatagramRequestHandler):  # type: ignore[name-defined,misc,no-redef]
+                def handle(self) -> None:
+                    self.wfile.write(self.rfile.read())
+
+        srv = cls(("127.0.0.1", 0), Echo)
+        srv.daemon_threads = False
+        thread = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 30.0})
+        thread.start()
+
+        def stop() -> None:
+            srv.shutdown()
+            thread.join(_TIMEOUT)
+            srv.server_close()
+
+        return srv.server_address, stop
+
+    return start
+
+
+def _composed(dispatcher: str, stream: bool) -> Callable[[], tuple[tuple[str, int], Callable[[], None]]]:
+    def start() -> tuple[tuple[str, int], Callable[[], None]]:
+        import servekit
+        from servekit import Datagram, StreamConnection
+
+        def echo(conn: StreamConnection) -> None:
+            conn.wfile.write(conn.rfile.readline())
+
+        def pong(dg: Datagram) -> None:
+            dg.reply(dg.data)
+
+        spec: object
+        if stream:
+            spec = servekit.server(servekit.tcp("127.0.0.1", 0), echo, dispatcher=getattr(servekit, dispatcher)())
+        else:
+            spec = servekit.server(servekit.udp("127.0.0.1", 0), pong, dispatcher=getattr(servekit, dispatcher)())
+        bound = spec.bind()  # type: ignore[attr-defined]
+        thread = threading.Thread(target=bound.serve_forever, kwargs={"poll_interval": 30.0})
+        thread.start()
+
+        def stop() -> None:
+            bound.shutdown()
+            thread.join(_TIMEOUT)
+            bound.close()
+
+        return bound.address, stop  # type: ignore[no-any-return]
+
+    return start
+
+
+def _stdlib_files() -> tuple[str, ...]:
+    import socketserver
+
+    return (str(socketserver.__file__),)
+
+
+def _servekit_files() -> tuple[str, ...]:
+    import servekit
+
+    return (str(Path(servekit.__file__).parent),)
+
+
+CASES: Final[tuple[Case, ...]] = (
+    Case("socketserver.ThreadingTCPServer", True, _classic("socketserver", "ThreadingTCPServer"), _stdlib_files),
+    Case("classic.ThreadingTCPServer", True, _classic("servekit.classic", "ThreadingTCPServer"), _servekit_files),
+    Case("socketserver.TCPServer", True, _classic("socketserver", "TCPServer"), _stdlib_files),
+    Case("classic.TCPServer", True, _classic("servekit.classic", "TCPServer"), _servekit_files),
+    Case("socketserver.UDPServer", False, _classic("socketserver", "UDPServer"), _stdlib_files),
+    Case("classic.UDPServer", False, _classic("servekit.classic", "UDPServer"), _servekit_files),
+    Case("socketserver.ThreadingUDPServer", False, _classic("socketserver", "ThreadingUDPServer"), _stdlib_files),
+    Case("classic.ThreadingUDPServer", False, _classic("servekit.classic", "ThreadingUDPServer"), _servekit_files),
+    Case("servekit.inline", True, _composed("inline", True), _servekit_files),
+    Case("servekit.threaded", True, _composed("threaded", True), _servekit_files),
+    Case("servekit.inline udp", False, _composed("inline", False), _servekit_files),
+    Case("servekit.threaded udp", False, _composed("threaded", False), _servekit_files),
+)
+
+
+def _request(address: tuple[str, int], stream: bool) -> None:
+    if stream:
+        with socket.create_connection(address, timeout=_TIMEOUT) as sock:
+            sock.sendall(_LINE)
+            data = b""
+            while chunk := sock.recv(4096):  # to EOF: the server has released the connection
+                data += chunk
+            assert data == _LINE, data
+    else:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+            sock.settimeout(_TIMEOUT)
+            sock.sendto(_LINE, address)
+            assert sock.recv(4096) == _LINE
+
+
+@contextmanager
+def _profiled(counter: _Counter) -> Iterator[None]:
+    threading.setprofile(counter.hook)  # type: ignore[arg-type]
+    try:
+        yield
+    finally:
+        threading.setprofile(None)  # type: ignore[arg-type]
+
+
+def count(case: Case) -> tuple[int, list[str]]:
+    """Calls into the library for one warm request of *case*, and their names in order."""
+    counter = _Counter(case.files())
+    with _profiled(counter):
+        address, stop = case.start()
+        serving = set(threading.enumerate())
+        try:
+            _request(address, case.stream)  # warm: first-use imports and lazy files
+            _settle(serving)
+            counter.on = True
+            _request(address, case.stream)
+            _settle(serving)
+            counter.on = False
+        finally:
+            stop()
+    return counter.calls, counter.names
+
+
+def _settle(serving: set[threading.Thread]) -> None:
+    """Wait until the request's worker threads, if any, have finished."""
+    for thread in threading.enumerate():
+        if thread not in serving:
+            thread.join(_TIMEOUT)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--only", action="append", default=[], help="cases whose name contains this")
+    parser.add_argument("--names", action="store_true", help="print the calls of each case")
+    args = parser.parse_args(argv)
+    for case in CASES:
+        if args.only and not any(part in case.name for part in args.only):
+            continue
+        calls, names = count(case)
+        print(f"{case.name:36} {calls:4d}")
+        if args.names:
+            print("    " + ", ".join(names))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
