@@ -23,9 +23,6 @@ import typing as _typing
 if _typing.TYPE_CHECKING:
     from ._api import *  # noqa: F403 - the names are listed in __all__ below
 else:
-    import sys as _sys
-    from types import ModuleType as _ModuleType
-
     def __getattr__(name: str) -> object:
         # The first public name asked for imports them all (attrs, logging,
         # ...); until then ``import servekit.classic`` loads neither.
@@ -40,21 +37,6 @@ else:
 
     def __dir__() -> list[str]:
         return sorted(set(globals()) | set(__all__))
-
-    class _Package(_ModuleType):
-        """Keeps ``servekit.server`` the function when the submodule of that name loads.
-
-        Importing a submodule sets it as an attribute of its package; with the
-        names bound lazily, ``servekit.server`` (the module) would otherwise
-        shadow ``servekit.server`` (the function) for good.
-        """
-
-        def __setattr__(self, name: str, value: object) -> None:
-            if name == "server" and isinstance(value, _ModuleType):
-                return
-            super().__setattr__(name, value)
-
-    _sys.modules[__name__].__class__ = _Package
 
 __version__ = "0.1.0"
 
@@ -72,7 +54,6 @@ __all__ = (
     "Handler",
     "IPAddress",
     "Inline",
-    "Job",
     "Listener",
     "Predicate",
     "Request",

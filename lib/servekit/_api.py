@@ -12,7 +12,6 @@ from .abc import Acceptor as Acceptor
 from .abc import BoundServer as BoundServer
 from .abc import Dispatcher as Dispatcher
 from .abc import Handler as Handler
-from .abc import Job as Job
 from .abc import Listener as Listener
 from .abc import Request as Request
 from .abc import Transport as Transport
@@ -31,10 +30,10 @@ from .dispatchers import inline as inline
 from .dispatchers import threaded as threaded
 from .errors import BindError as BindError
 from .errors import ServerClosedError as ServerClosedError
-from .server import Bound as Bound
-from .server import ErrorHandler as ErrorHandler
-from .server import Server as Server
-from .server import server as server
+from .servers import Bound as Bound
+from .servers import ErrorHandler as ErrorHandler
+from .servers import Server as Server
+from .servers import server as server
 from .transports import TCPTransport as TCPTransport
 from .transports import format_address as format_address
 from .transports import UDPTransport as UDPTransport

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import socket
 from collections.abc import Callable, Sequence
-from typing import NamedTuple, Protocol, TypeAlias, final
+from typing import Protocol, TypeAlias
 
 from ._types import _AddrT_co, _ReqT, _ReqT_contra
 
@@ -19,7 +19,6 @@ __all__ = (
     "BoundServer",
     "Dispatcher",
     "Handler",
-    "Job",
     "Listener",
     "Request",
     "Transport",
@@ -121,52 +120,51 @@ class Transport(Protocol[_ReqT, _AddrT_co]):
         ...
 
 
-@final
-class Job(NamedTuple):
-    """One request's work, as the server hands it to a dispatcher.
+class WorkerHost(Protocol[_ReqT_contra]):
+    """**Protocol:** the route a dispatcher's workers hand each request to.
 
-    A tuple, because one is made for every request and that must be cheap.
-
-    Attributes:
-        run: handles the request and releases it.  Call it exactly once, in the
-            worker.  Handler exceptions are dealt with inside; only
-            ``SystemExit``/``KeyboardInterrupt`` (and the like) escape it.
-        discard: drops this process's copy of the request; call it in the
-            parent when ``run`` runs in another process.
+    The server that starts the workers is their host: a worker calls
+    :meth:`run` with each request it was given; a worker in another process
+    has the parent :meth:`discard` its copy.
     """
 
-    run: Callable[[], None]
-    discard: Callable[[], None]
+    def run(self, request: _ReqT_contra, /) -> None:
+        """In the worker: handle *request*, release it and report what happened.
 
+        A handler's ``Exception`` is dealt with inside; only
+        ``SystemExit``/``KeyboardInterrupt`` (and the like) leave it.
+        """
+        ...
 
-class WorkerHost(Protocol):
-    """**Protocol:** what a dispatcher's workers may ask of the server that started them."""
+    def discard(self, request: _ReqT_contra, /) -> None:
+        """In the parent, when :meth:`run` runs in another process: drop this process's copy."""
+        ...
 
     def close_inherited(self) -> None:
-        """In a new child process: close the server's sockets the child must not hold."""
+        """In a new child process, first: close the server's sockets the child must not hold."""
         ...
 
     def worker_failed(self, exc: BaseException, /) -> None:
-        """A worker thread's job raised ``SystemExit``/``KeyboardInterrupt``: stop the server.
+        """A worker thread's :meth:`run` raised ``SystemExit``/``KeyboardInterrupt``: stop the server.
 
         The serving thread re-raises *exc* from ``serve_forever``.
         """
         ...
 
 
-class Workers(Protocol):
+class Workers(Protocol[_ReqT_contra]):
     """**Protocol:** the running side of a dispatcher, owned by one bound server.
 
     ``dispatch``, ``capacity`` and ``service_actions`` are called from the
     serving thread; ``close`` once, when the server closes.
     """
 
-    def dispatch(self, job: Job, /) -> None:
-        """Run *job* (now, or in another thread or process)."""
+    def dispatch(self, request: _ReqT_contra, /) -> None:
+        """Have *request* handled: call the host's ``run`` with it, now or in another thread or process."""
         ...
 
     def capacity(self) -> Sequence[int] | None:
-        """``None`` if another job may be dispatched now.
+        """``None`` if another request may be dispatched now.
 
         Otherwise fds that turn readable when capacity may be back (an empty
         sequence: the loop asks again shortly).  While there is no capacity
@@ -179,15 +177,15 @@ class Workers(Protocol):
         ...
 
     def close(self) -> None:
-        """Release the workers, waiting for jobs in flight if so configured.  Idempotent."""
+        """Release the workers, waiting for requests in flight if so configured.  Idempotent."""
         ...
 
 
 class Dispatcher(Protocol):
     """**Protocol:** a description of where handlers run; starts the workers of one server."""
 
-    def start(self, host: WorkerHost, /) -> Workers:
-        """Make the workers of a newly bound server."""
+    def start(self, host: WorkerHost[_ReqT], /) -> Workers[_ReqT]:
+        """Make the workers of a newly bound server, which hand requests to *host*."""
         ...
 
 

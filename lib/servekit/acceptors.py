@@ -23,6 +23,12 @@ _RESET_BLOCKING: Final = not sys.platform.startswith("linux")
 
 log: Final = logging.getLogger("servekit.server")
 
+#: The default largest datagram, in bytes (``socketserver.UDPServer.max_packet_size``).
+MAX_PACKET_SIZE: Final = 8192
+
+check_max_packet_size: Final = int_in_range("max_packet_size", 1, 65535)
+"""The check of a ``max_packet_size`` option."""
+
 #: Seconds between two reports of dropped, over-long datagrams.
 DROP_REPORT_INTERVAL: Final = 10.0
 
@@ -91,7 +97,7 @@ class DatagramAcceptor(Generic[_AddrT]):
     sockets) the sender's address is reported as :func:`peer_address` says.
     """
 
-    max_packet_size: int = attrs.field(default=8192, validator=int_in_range("max_packet_size", 1, 65535))
+    max_packet_size: int = attrs.field(default=MAX_PACKET_SIZE, validator=check_max_packet_size)
     convert_address: bool = False
     _report: _DropReport = attrs.field(factory=_DropReport, init=False, eq=False, repr=False)
 

@@ -17,15 +17,17 @@ import socket as _socket
 import sys as _sys
 import types as _types
 
-from . import _classic
+from ._classic import handlers as _handlers
+from ._classic import mixins as _mixins
+from ._classic import servers as _servers
 
-BaseServer = _classic.BaseServer
-TCPServer = _classic.TCPServer
-UDPServer = _classic.UDPServer
-ThreadingMixIn = _classic.ThreadingMixIn
-BaseRequestHandler = _classic.BaseRequestHandler
-StreamRequestHandler = _classic.StreamRequestHandler
-DatagramRequestHandler = _classic.DatagramRequestHandler
+BaseServer = _servers.BaseServer
+TCPServer = _servers.TCPServer
+UDPServer = _servers.UDPServer
+ThreadingMixIn = _mixins.ThreadingMixIn
+BaseRequestHandler = _handlers.BaseRequestHandler
+StreamRequestHandler = _handlers.StreamRequestHandler
+DatagramRequestHandler = _handlers.DatagramRequestHandler
 
 _HAS_FORK = hasattr(_os, "fork")
 _HAS_UNIX = hasattr(_socket, "AF_UNIX")
@@ -42,11 +44,11 @@ __all__ = [
     "ThreadingMixIn",
 ]
 if _HAS_FORK:
-    ForkingMixIn = _classic.ForkingMixIn
+    ForkingMixIn = _mixins.ForkingMixIn
     __all__ += ["ForkingUDPServer", "ForkingTCPServer", "ForkingMixIn"]
 if _HAS_UNIX:
-    UnixStreamServer = _classic.UnixStreamServer
-    UnixDatagramServer = _classic.UnixDatagramServer
+    UnixStreamServer = _servers.UnixStreamServer
+    UnixDatagramServer = _servers.UnixDatagramServer
     __all__ += ["UnixStreamServer", "UnixDatagramServer", "ThreadingUnixStreamServer", "ThreadingUnixDatagramServer"]
     if _HAS_FORK and _sys.version_info >= (3, 12):
         __all__ += ["ForkingUnixStreamServer", "ForkingUnixDatagramServer"]

@@ -1,29 +1,31 @@
 """Dispatchers: where and when the handler of each request runs.
 
-A dispatcher is a frozen description; :meth:`Dispatcher.start` makes the
-mutable :class:`Workers` of one bound server.  The protocol is shaped by the
-demanding case, a process per request: work that runs in the worker
-(``Job.run``), a parent-side release (``Job.discard``), periodic service
-actions (reaping children), capacity (the loop asks before it accepts) and a
-close that waits -- or not -- for the work in flight.
+A dispatcher is a frozen description; its ``start(host)`` makes the mutable
+:class:`~servekit.abc.Workers` of one bound server.  The protocol is shaped
+by the demanding case, a process per request: the request handed to the
+worker (``dispatch``), the host's route run there (``host.run``), a
+parent-side release (``host.discard``), periodic service actions (reaping
+children), capacity (the loop asks before it accepts) and a close that
+waits -- or not -- for the work in flight.
 """
 
 from __future__ import annotations
 
 import os
-from typing import final
+from typing import TypeVar, final
 
 import attrs
 
+from ._runtime.workers import ChildWorkers, InlineWorkers, ThreadWorkers
 from ._validate import flag, int_in_range
-from ._workers import INLINE_WORKERS, ChildWorkers, ThreadWorkers
-from .abc import Dispatcher, Job, WorkerHost, Workers
+from .abc import Dispatcher, WorkerHost, Workers
+
+_ReqT = TypeVar("_ReqT")
 
 __all__ = (
     "Dispatcher",
     "Forked",
     "Inline",
-    "Job",
     "Threaded",
     "WorkerHost",
     "Workers",
@@ -41,8 +43,8 @@ __all__ = (
 class Inline:
     """Handle each request in the serving thread, one at a time."""
 
-    def start(self, host: WorkerHost, /) -> Workers:
-        return INLINE_WORKERS
+    def start(self, host: WorkerHost[_ReqT], /) -> Workers[_ReqT]:
+        return InlineWorkers(host)
 
 
 @final
@@ -59,7 +61,7 @@ class Threaded:
     daemon: bool = attrs.field(default=False, validator=flag("daemon"))
     block_on_close: bool = attrs.field(default=True, validator=flag("block_on_close"))
 
-    def start(self, host: WorkerHost, /) -> Workers:
+    def start(self, host: WorkerHost[_ReqT], /) -> Workers[_ReqT]:
         return ThreadWorkers(host, self.daemon, self.block_on_close)
 
 
@@ -81,22 +83,17 @@ class Forked:
     max_children: int = attrs.field(default=40, validator=int_in_range("max_children", 1))
     block_on_close: bool = attrs.field(default=True, validator=flag("block_on_close"))
 
-    def start(self, host: WorkerHost, /) -> Workers:
+    def start(self, host: WorkerHost[_ReqT], /) -> Workers[_ReqT]:
         if not hasattr(os, "fork"):
             raise RuntimeError("the forked dispatcher needs os.fork(), which this platform lacks")
         return ChildWorkers(host, self.max_children, self.block_on_close)
 
 
-def inline() -> Inline:
-    """Handle requests one at a time in the thread that serves (the classic ``TCPServer``)."""
-    return Inline()
+inline = Inline
+"""Handle requests one at a time in the thread that serves (the classic ``TCPServer``)."""
 
+threaded = Threaded
+"""A thread per request (the classic ``ThreadingMixIn``): ``threaded(*, daemon=False, block_on_close=True)``."""
 
-def threaded(*, daemon: bool = False, block_on_close: bool = True) -> Threaded:
-    """A thread per request (the classic ``ThreadingMixIn``)."""
-    return Threaded(daemon=daemon, block_on_close=block_on_close)
-
-
-def forked(*, max_children: int = 40, block_on_close: bool = True) -> Forked:
-    """A child process per request (the classic ``ForkingMixIn``)."""
-    return Forked(max_children=max_children, block_on_close=block_on_close)
+forked = Forked
+"""A child process per request (the classic ``ForkingMixIn``): ``forked(*, max_children=40, block_on_close=True)``."""

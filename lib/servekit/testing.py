@@ -11,7 +11,7 @@ from contextlib import contextmanager
 from typing import TypeVar
 
 from ._types import Address
-from .server import BoundServer
+from .abc import BoundServer
 
 __all__ = ("datagram_exchange", "serving", "stream_exchange")
 

@@ -12,8 +12,9 @@ import attrs
 
 from ._types import Address, IPAddress, UnixAddress, _AddrT
 from ._validate import flag, int_in_range, text
+from .acceptors import check_max_packet_size as _max_packet
 from .abc import Acceptor, Listener, Transport
-from .acceptors import DatagramAcceptor, StreamAcceptor, peer_address
+from .acceptors import MAX_PACKET_SIZE, DatagramAcceptor, StreamAcceptor, peer_address
 from .connections import Datagram, StreamConnection
 from .errors import bind_error
 
@@ -151,7 +152,6 @@ def _inet_family(host: str) -> socket.AddressFamily:
 
 _port = int_in_range("port", 0, 65535)
 _backlog = int_in_range("backlog", 0)
-_max_packet = int_in_range("max_packet_size", 1, 65535)
 
 
 def _path(value: str | os.PathLike[str]) -> str:
@@ -164,15 +164,29 @@ def _path(value: str | os.PathLike[str]) -> str:
 
 
 @final
-@attrs.frozen(kw_only=True)
+@attrs.frozen
 class TCPTransport:
-    """A TCP listener on *host* (IPv6 when it contains ``:``) and *port* (0: any free port)."""
+    """A TCP transport: ``tcp(host, port, *, reuse_address=True, reuse_port=False, backlog=SOMAXCONN)``.
+
+    Attributes:
+        host: the address to bind (``""`` for every IPv4 interface; an IPv6
+            literal such as ``"::1"`` makes an IPv6 socket).
+        port: the port; 0 picks a free one (read it from ``bound.port``).
+        reuse_address: set ``SO_REUSEADDR`` so a restarted server can bind while
+            old connections linger in TIME_WAIT (on by default, unlike
+            ``socketserver.TCPServer.allow_reuse_address``).
+        reuse_port: set ``SO_REUSEPORT`` (several processes share the port).
+        backlog: the ``listen()`` queue length (the classic ``request_queue_size``).
+
+    Raises:
+        TypeError, ValueError: an option has the wrong type or value.
+    """
 
     host: str = attrs.field(validator=text("host"))
     port: int = attrs.field(validator=_port)
-    reuse_address: bool = attrs.field(default=True, validator=flag("reuse_address"))
-    reuse_port: bool = attrs.field(default=False, validator=flag("reuse_port"))
-    backlog: int = attrs.field(default=socket.SOMAXCONN, validator=_backlog)
+    reuse_address: bool = attrs.field(default=True, validator=flag("reuse_address"), kw_only=True)
+    reuse_port: bool = attrs.field(default=False, validator=flag("reuse_port"), kw_only=True)
+    backlog: int = attrs.field(default=socket.SOMAXCONN, validator=_backlog, kw_only=True)
 
     def listen(self) -> Listener[IPAddress]:
         return _listen(
@@ -190,15 +204,21 @@ class TCPTransport:
 
 
 @final
-@attrs.frozen(kw_only=True)
+@attrs.frozen
 class UDPTransport:
-    """A UDP socket on *host* and *port*; each datagram is a request."""
+    """A UDP transport: ``udp(host, port, *, reuse_address=False, reuse_port=False, max_packet_size=8192)``.
+
+    Each datagram is a request.  *host*, *port*, *reuse_address* and
+    *reuse_port* as for :class:`TCPTransport`.  A datagram longer than
+    *max_packet_size* bytes (at most 65535) is dropped and logged, never
+    handed to the handler cut short (``socketserver`` truncates it silently).
+    """
 
     host: str = attrs.field(validator=text("host"))
     port: int = attrs.field(validator=_port)
-    reuse_address: bool = attrs.field(default=False, validator=flag("reuse_address"))
-    reuse_port: bool = attrs.field(default=False, validator=flag("reuse_port"))
-    max_packet_size: int = attrs.field(default=8192, validator=_max_packet)
+    reuse_address: bool = attrs.field(default=False, validator=flag("reuse_address"), kw_only=True)
+    reuse_port: bool = attrs.field(default=False, validator=flag("reuse_port"), kw_only=True)
+    max_packet_size: int = attrs.field(default=MAX_PACKET_SIZE, validator=_max_packet, kw_only=True)
 
     def listen(self) -> Listener[IPAddress]:
         return _listen(
@@ -215,17 +235,24 @@ class UDPTransport:
 
 
 @final
-@attrs.frozen(kw_only=True)
+@attrs.frozen
 class UnixStreamTransport:
-    """A Unix stream listener at *path*; the socket file is removed on close.
+    """A Unix stream transport: ``unix_stream(path, *, backlog=SOMAXCONN, replace_stale=False)``.
 
-    With *replace_stale*, a socket file left at *path* by a server that died
-    without removing it is replaced; see :func:`unix_stream`.
+    The socket file is made at *path* and removed on close.  *path* must not
+    exist, unless *replace_stale* is true and it is a socket file nothing
+    listens on any more (a server that crashed left it behind): that file is
+    then removed and replaced.  A file some process still holds a socket on
+    is never taken over (binding fails with "Address already in use"), and a
+    file that is not a socket is never removed.  (Telling a stale file from
+    a live one takes a connection attempt: a live server sees one connection
+    that closes at once.)  A leading ``"\\0"`` names a socket in Linux's
+    abstract namespace, which has no file.
     """
 
     path: str = attrs.field(converter=_path)
-    backlog: int = attrs.field(default=socket.SOMAXCONN, validator=_backlog)
-    replace_stale: bool = attrs.field(default=False, validator=flag("replace_stale"))
+    backlog: int = attrs.field(default=socket.SOMAXCONN, validator=_backlog, kw_only=True)
+    replace_stale: bool = attrs.field(default=False, validator=flag("replace_stale"), kw_only=True)
 
     def listen(self) -> Listener[UnixAddress]:
         return _listen(
@@ -242,17 +269,19 @@ class UnixStreamTransport:
 
 
 @final
-@attrs.frozen(kw_only=True)
+@attrs.frozen
 class UnixDatagramTransport:
-    """A Unix datagram socket at *path*; the socket file is removed on close.
+    """A Unix datagram transport: ``unix_datagram(path, *, max_packet_size=8192, replace_stale=False)``.
 
-    With *replace_stale*, a socket file left at *path* by a server that died
-    without removing it is replaced; see :func:`unix_datagram`.
+    *path* and *replace_stale* as for :class:`UnixStreamTransport`;
+    *max_packet_size* as for :class:`UDPTransport`.  A sender whose socket is
+    not bound to a name has the address ``""`` and cannot be replied to
+    (:meth:`~servekit.Datagram.reply` raises).
     """
 
     path: str = attrs.field(converter=_path)
-    max_packet_size: int = attrs.field(default=8192, validator=_max_packet)
-    replace_stale: bool = attrs.field(default=False, validator=flag("replace_stale"))
+    max_packet_size: int = attrs.field(default=MAX_PACKET_SIZE, validator=_max_packet, kw_only=True)
+    replace_stale: bool = attrs.field(default=False, validator=flag("replace_stale"), kw_only=True)
 
     def listen(self) -> Listener[UnixAddress]:
         return _listen(
@@ -264,75 +293,14 @@ class UnixDatagramTransport:
         return DatagramAcceptor(self.max_packet_size, convert_address=True)
 
 
-def tcp(
-    host: str,
-    port: int,
-    *,
-    reuse_address: bool = True,
-    reuse_port: bool = False,
-    backlog: int = socket.SOMAXCONN,
-) -> TCPTransport:
-    """A TCP transport.
+tcp = TCPTransport
+"""A TCP transport: ``tcp(host, port, *, reuse_address=True, reuse_port=False, backlog=SOMAXCONN)``."""
 
-    Args:
-        host: the address to bind (``""`` for every IPv4 interface; an IPv6
-            literal such as ``"::1"`` makes an IPv6 socket).
-        port: the port; 0 picks a free one (read it from ``bound.address``).
-        reuse_address: set ``SO_REUSEADDR`` so a restarted server can bind while
-            old connections linger in TIME_WAIT (on by default, unlike
-            ``socketserver.TCPServer.allow_reuse_address``).
-        reuse_port: set ``SO_REUSEPORT`` (several processes share the port).
-        backlog: the ``listen()`` queue length (the classic ``request_queue_size``).
+udp = UDPTransport
+"""A UDP transport: ``udp(host, port, *, reuse_address=False, reuse_port=False, max_packet_size=8192)``."""
 
-    Raises:
-        TypeError, ValueError: an option has the wrong type or value.
-    """
-    return TCPTransport(host=host, port=port, reuse_address=reuse_address, reuse_port=reuse_port, backlog=backlog)
+unix_stream = UnixStreamTransport
+"""A Unix stream transport: ``unix_stream(path, *, backlog=SOMAXCONN, replace_stale=False)``."""
 
-
-def udp(
-    host: str,
-    port: int,
-    *,
-    reuse_address: bool = False,
-    reuse_port: bool = False,
-    max_packet_size: int = 8192,
-) -> UDPTransport:
-    """A UDP transport; each datagram is a request.
-
-    A datagram longer than *max_packet_size* bytes (at most 65535) is dropped
-    and logged, never handed to the handler cut short (``socketserver``
-    truncates it silently).
-    """
-    return UDPTransport(
-        host=host, port=port, reuse_address=reuse_address, reuse_port=reuse_port, max_packet_size=max_packet_size
-    )
-
-
-def unix_stream(
-    path: str | os.PathLike[str], *, backlog: int = socket.SOMAXCONN, replace_stale: bool = False
-) -> UnixStreamTransport:
-    """A Unix stream transport bound at *path*.
-
-    *path* must not exist, unless *replace_stale* is true and it is a socket
-    file nothing listens on any more (a server that crashed left it behind):
-    that file is then removed and replaced.  A file some process still holds
-    a socket on is never taken over (binding fails with "Address already in
-    use"), and a file that is not a socket is never removed.  (Telling a
-    stale file from a live one takes a connection attempt: a live server
-    sees one connection that closes at once.)  A leading ``"\\0"`` names a
-    socket in Linux's abstract namespace, which has no file.
-    """
-    return UnixStreamTransport(path=path, backlog=backlog, replace_stale=replace_stale)
-
-
-def unix_datagram(
-    path: str | os.PathLike[str], *, max_packet_size: int = 8192, replace_stale: bool = False
-) -> UnixDatagramTransport:
-    """A Unix datagram transport bound at *path*; *replace_stale* as for :func:`unix_stream`.
-
-    A datagram longer than *max_packet_size* bytes is dropped and logged.  A
-    sender whose socket is not bound to a name has the address ``""`` and
-    cannot be replied to (:meth:`~servekit.Datagram.reply` raises).
-    """
-    return UnixDatagramTransport(path=path, max_packet_size=max_packet_size, replace_stale=replace_stale)
+unix_datagram = UnixDatagramTransport
+"""A Unix datagram transport: ``unix_datagram(path, *, max_packet_size=8192, replace_stale=False)``."""

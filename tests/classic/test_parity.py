@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 
 import servekit.classic
-from servekit.server import ACCEPT_BACKOFF
+from servekit._runtime.loop import ACCEPT_BACKOFF
 
 #: The bound on every wait, as tests/conftest.py's TIMEOUT (importing conftest by
 #: name would make mypy see it under two module names).

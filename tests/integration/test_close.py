@@ -6,15 +6,18 @@ import os
 import socket
 import threading
 from pathlib import Path
+from typing import Generic, TypeVar
 
 import attrs
 import pytest
 
-from servekit import Datagram, Dispatcher, Job, Server, StreamConnection, WorkerHost, Workers, server, tcp, threaded
+from servekit import Datagram, Dispatcher, Server, StreamConnection, WorkerHost, Workers, server, tcp, threaded
 from servekit import BoundServer, IPAddress, udp, unix_datagram, unix_stream
 from servekit.testing import datagram_exchange, serving, stream_exchange
 
 TIMEOUT = 10.0
+
+_R = TypeVar("_R")
 
 
 def echo(conn: StreamConnection) -> None:
@@ -66,17 +69,17 @@ class _Observed:
     inner: Dispatcher
     closing: threading.Event
 
-    def start(self, host: WorkerHost, /) -> Workers:
+    def start(self, host: WorkerHost[_R], /) -> Workers[_R]:
         return _ObservedWorkers(self.inner.start(host), self.closing)
 
 
 @attrs.define
-class _ObservedWorkers:
-    inner: Workers
+class _ObservedWorkers(Generic[_R]):
+    inner: Workers[_R]
     closing: threading.Event
 
-    def dispatch(self, job: Job, /) -> None:
-        self.inner.dispatch(job)
+    def dispatch(self, request: _R, /) -> None:
+        self.inner.dispatch(request)
 
     def capacity(self) -> None:
         return None

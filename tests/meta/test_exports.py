@@ -20,25 +20,71 @@ LAYERS = [
     "_validate",
     "errors",
     "connections",
+    "_runtime",
+    "_runtime.loop",
+    "_runtime.workers",
+    "_runtime.pipeline",
+    "_runtime.lifecycle",
     "acceptors",
     "handlers",
-    "_workers",
     "dispatchers",
     "transports",
-    "_loop",
-    "server",
+    "servers",
     "testing",
     "_api",
     "__init__",
     "_classic",
+    "_classic.route",
+    "_classic.handlers",
+    "_classic.servers",
+    "_classic.mixins",
     "classic",
 ]
+
+#: What the runtime and the classic adapter may import of servekit: nothing that loads attrs or logging.
+STDLIB_ONLY = ("_types", "abc", "_validate", "errors", "connections", "_runtime")
+
+
+def _modules() -> dict[str, Path]:
+    """Every module of the package by dotted name below it (a package by its own name)."""
+    found = {}
+    for path in PACKAGE.rglob("*.py"):
+        parts = path.relative_to(PACKAGE).with_suffix("").parts
+        if parts[-1] == "__init__" and len(parts) > 1:
+            parts = parts[:-1]
+        found[".".join(parts)] = path
+    return found
+
+
+def _imports(name: str, path: Path) -> set[str]:
+    """The servekit modules *name* imports (relative imports, resolved)."""
+    package = name.split(".")[:-1] if path.name != "__init__.py" else name.split(".")
+    if name == "__init__":
+        package = []
+    targets = set()
+    tree = ast.parse(path.read_text())
+    # Imports for the type checker only do not load anything.
+    typing_only = {
+        id(inner)
+        for node in ast.walk(tree)
+        if isinstance(node, ast.If) and isinstance(node.test, ast.Name) and node.test.id == "TYPE_CHECKING"
+        for inner in ast.walk(node)
+    }
+    for node in ast.walk(tree):
+        if id(node) in typing_only:
+            continue
+        if isinstance(node, ast.ImportFrom) and node.level >= 1:
+            base = package[: len(package) - (node.level - 1)]
+            if node.module:
+                targets.add(".".join([*base, *node.module.split(".")]))
+            else:
+                targets.update(".".join([*base, alias.name]) for alias in node.names)
+    return targets
 
 
 def test_all_is_complete_and_sorted() -> None:
     public = {name for name in dir(servekit) if not name.startswith("_")}
-    # (servekit.server names the function; the module of the same name stays importable.)
-    modules = {"abc", "acceptors", "connections", "dispatchers", "errors", "handlers", "testing", "transports", "classic"}
+    modules = {"abc", "servers", "acceptors", "connections", "dispatchers", "errors", "handlers", "testing", "transports", "classic"}
     assert set(servekit.__all__) == public - modules
     assert list(servekit.__all__) == sorted(servekit.__all__)
 
@@ -55,7 +101,7 @@ def test_classic_imports_only_what_socketserver_would() -> None:
     # adapter loads is paid for per request, not only at start-up.
     loaded = _fresh(
         "import sys, servekit.classic\n"
-        "print(sorted(m for m in ('attrs', 'attr', 'logging', 'typing_extensions', 'traceback', 'servekit.server')"
+        "print(sorted(m for m in ('attrs', 'attr', 'logging', 'typing_extensions', 'traceback', 'servekit.servers')"
         " if m in sys.modules))"
     )
     assert loaded == "[]"
@@ -64,18 +110,21 @@ def test_classic_imports_only_what_socketserver_would() -> None:
 def test_public_names_load_on_first_use() -> None:
     code = (
         "import sys, servekit\n"
-        "assert 'servekit.server' not in sys.modules\n"
+        "assert 'servekit.servers' not in sys.modules\n"
         "from servekit import server, tcp\n"
         "print(server.__module__, tcp.__module__, 'attrs' in sys.modules)"
     )
-    assert _fresh(code) == "servekit.server servekit.transports True"
+    assert _fresh(code) == "servekit.servers servekit.transports True"
 
 
-def test_importing_the_server_module_first_keeps_the_function() -> None:
-    # Importing a submodule binds it on its package; servekit.server must
-    # stay the function even when the module of that name loads first.
-    code = "import servekit.server, servekit\nprint(callable(servekit.server), servekit.Bound.__module__)"
-    assert _fresh(code) == "True servekit.server"
+def test_the_server_module_is_a_module() -> None:
+    # servekit.server is the public name of Server; its module is servekit.servers,
+    # so no import replaces one with the other.
+    code = (
+        "import servekit.servers as m, servekit, types\n"
+        "print(isinstance(m, types.ModuleType), servekit.server is servekit.Server, type(servekit).__name__)"
+    )
+    assert _fresh(code) == "True True module"
 
 
 def test_unknown_names_raise_attribute_error() -> None:
@@ -85,16 +134,15 @@ def test_unknown_names_raise_attribute_error() -> None:
 
 
 def test_layering() -> None:
-    """Imports flow one way; nothing but classic imports _classic/classic."""
-    for path in PACKAGE.glob("*.py"):
-        name = path.stem
-        assert name in LAYERS, f"{name} is missing from LAYERS"
+    """Imports flow one way; the runtime and the classic adapter import only stdlib-only modules."""
+    modules = _modules()
+    assert set(modules) == set(LAYERS), set(modules) ^ set(LAYERS)
+    for name, path in modules.items():
         allowed = set(LAYERS[: LAYERS.index(name)])
-        for node in ast.walk(ast.parse(path.read_text())):
-            if isinstance(node, ast.ImportFrom) and node.level == 1:
-                targets = [node.module.split(".")[0]] if node.module else [alias.name for alias in node.names]
-                for target in targets:
-                    assert target in allowed, f"{name} imports {target}"
+        for target in _imports(name, path):
+            assert target in allowed, f"{name} imports {target}"
+            if name.startswith(("_runtime", "_classic", "classic")):
+                assert target.startswith(STDLIB_ONLY) or target.startswith("_classic"), f"{name} imports {target}"
 
 
 def test_no_any_in_public_signatures() -> None:
@@ -116,7 +164,8 @@ def test_public_names_report_public_modules() -> None:
     for name in servekit.__all__:
         module = getattr(getattr(servekit, name), "__module__", "servekit")
         assert not module.startswith("servekit._"), f"{name}.__module__ == {module!r}"
-    assert _fresh("import servekit.classic, servekit.abc\nprint(servekit.abc.Job.__module__)") == "servekit.abc"
+    code = "import servekit.classic, servekit.abc\nprint(servekit.abc.Workers.__module__, servekit.abc.WorkerHost.__module__)"
+    assert _fresh(code) == "servekit.abc servekit.abc"
 
 
 def test_type_errors_name_public_modules(tmp_path: Path) -> None:
@@ -128,7 +177,7 @@ def test_type_errors_name_public_modules(tmp_path: Path) -> None:
         "from servekit import server, tcp\n"
         "from servekit.abc import WorkerHost\n"
         "class Pool:\n"
-        "    def start(self, host: WorkerHost, /) -> int:\n"
+        "    def start(self, host: WorkerHost[object], /) -> int:\n"
         "        return 0\n"
         "server(tcp('127.0.0.1', 0), print, dispatcher=Pool())\n"
         "from servekit import forked\n"
@@ -136,5 +185,29 @@ def test_type_errors_name_public_modules(tmp_path: Path) -> None:
     )
     out, err, _ = api.run(["--strict", "--no-incremental", "--cache-dir", str(tmp_path / "cache"), str(program)])
     assert 'expected "Dispatcher"' in out, out
-    assert "(servekit.abc.WorkerHost) -> servekit.abc.Workers" in out, out
+    assert "(servekit.abc.WorkerHost[_ReqT]) -> servekit.abc.Workers[_ReqT]" in out, out
     assert "servekit._" not in out + err, out
+
+
+def test_the_bound_handle_shows_only_its_documented_members() -> None:
+    """The loop's driver, the workers' host and the request's route are not reachable from the handle."""
+    from typing import Generic
+
+    from servekit import server, tcp
+
+    with server(tcp("127.0.0.1", 0), print).bind() as bound:
+        # (On 3.11 typing.Generic itself adds _is_protocol to every generic class.)
+        members = [name for name in dir(bound) if not name.startswith("__") and name not in dir(Generic)]
+        assert members == [
+            "address",
+            "close",
+            "closed",
+            "fileno",
+            "handle_request",
+            "host",
+            "port",
+            "serve_forever",
+            "server",
+            "shutdown",
+        ]
+        assert not hasattr(bound, "__dict__")

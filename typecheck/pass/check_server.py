@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import socket
 from collections.abc import Sequence
+from typing import Generic, TypeVar
 
 import attrs
 from typing_extensions import assert_type
@@ -16,7 +17,6 @@ from servekit import (
     Datagram,
     Handler,
     IPAddress,
-    Job,
     Request,
     Server,
     StreamConnection,
@@ -139,20 +139,25 @@ handler: Handler[StreamConnection] = echo
 assert_type(server(transport, handler, dispatcher=inline()), Server[IPStream, IPAddress])
 
 
-# A dispatcher of one's own, by structure: nothing imported or inherited.
+# A dispatcher of one's own, by structure: nothing inherited, only the
+# annotations' types imported (from servekit.abc).
+_R = TypeVar("_R")
+
+
 @attrs.frozen
 class Counting:
-    def start(self, host: WorkerHost, /) -> Workers:
-        return CountingWorkers()
+    def start(self, host: WorkerHost[_R], /) -> Workers[_R]:
+        return CountingWorkers(host)
 
 
 @attrs.define
-class CountingWorkers:
-    jobs: int = 0
+class CountingWorkers(Generic[_R]):
+    host: WorkerHost[_R]
+    requests: int = 0
 
-    def dispatch(self, job: Job, /) -> None:
-        self.jobs += 1
-        job.run()
+    def dispatch(self, request: _R, /) -> None:
+        self.requests += 1
+        self.host.run(request)
 
     def capacity(self) -> Sequence[int] | None:
         return None

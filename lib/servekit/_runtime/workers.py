@@ -1,12 +1,10 @@
-"""The running side of the dispatchers: the workers of one bound server.
+"""The workers: where a dispatched request is handled.
 
-:mod:`servekit.dispatchers` holds the frozen descriptions users compose;
-this module holds what they start -- a job tuple, the protocols between a
-server and its workers, and the inline, thread and child-process workers.
-It imports nothing beyond the standard library, so ``servekit.classic``,
-which drives these workers directly, loads neither attrs nor logging: a
-forking server copies what the process holds, page by page, for every
-request.
+Each kind takes the request itself (:meth:`dispatch`) and hands it to the
+host's route in the worker (:meth:`~servekit.abc.WorkerHost.run`): at once
+(:class:`InlineWorkers`), in a new thread (:class:`ThreadWorkers`) or in a
+new child process (:class:`ChildWorkers`).  The composed server and
+``servekit.classic`` use the same classes, through this one API.
 """
 
 from __future__ import annotations
@@ -16,94 +14,29 @@ import itertools
 import os
 import sys
 import threading
-from collections.abc import Callable, Sequence
-from typing import Final, final
+from collections.abc import Sequence
+from typing import Final, Generic, TypeVar, final
 
-from .abc import Job, WorkerHost, Workers
+from ..abc import WorkerHost
 
-__all__ = (
-    "INLINE_WORKERS",
-    "ChildWorkers",
-    "InlineWorkers",
-    "Job",
-    "ThreadWorkers",
-    "WorkerHost",
-    "Workers",
-)
+__all__ = ("ChildWorkers", "InlineWorkers", "ThreadWorkers")
 
-
-# -- inline ------------------------------------------------------------------
-
-
-@final
-class InlineWorkers:
-    __slots__ = ()
-
-    def dispatch(self, job: Job, /) -> None:
-        job.run()
-
-    def capacity(self) -> None:
-        return None
-
-    def service_actions(self) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
-
-
-INLINE_WORKERS: Final = InlineWorkers()
-
-
-# -- threaded ----------------------------------------------------------------
-
+_ReqT = TypeVar("_ReqT")
 
 _thread_numbers: Final = itertools.count(1)
 
 
 @final
-class ThreadWorkers:
-    """A new thread per job.
+class InlineWorkers(Generic[_ReqT]):
+    """Handle each request at once, in the thread that dispatches it."""
 
-    ``daemon`` and ``block_on_close`` may be changed while the workers run
-    (``servekit.classic`` reads them from class attributes per request): a
-    thread is joined by :meth:`close` if it was started while the workers
-    blocked on close with non-daemon threads, and ``close`` joins only if
-    they still do.
-    """
+    __slots__ = ("_run",)
 
-    __slots__ = ("_host", "_live", "block_on_close", "daemon")
+    def __init__(self, host: WorkerHost[_ReqT]) -> None:
+        self._run = host.run
 
-    def __init__(self, host: WorkerHost, daemon: bool, block_on_close: bool) -> None:
-        self._host = host
-        self.daemon = daemon
-        self.block_on_close = block_on_close
-        # The threads close() must join.
-        self._live: set[threading.Thread] = set()
-
-    def dispatch(self, job: Job, /) -> None:
-        daemon = self.daemon
-        thread = threading.Thread(
-            target=self._work, args=(job,), name=f"servekit-worker-{next(_thread_numbers)}", daemon=daemon
-        )
-        if daemon or not self.block_on_close:
-            thread.start()
-            return
-        live = self._live
-        live.add(thread)
-        try:
-            thread.start()
-        except BaseException:
-            live.discard(thread)
-            raise
-
-    def _work(self, job: Job) -> None:
-        try:
-            job.run()
-        except BaseException as exc:
-            self._host.worker_failed(exc)
-        finally:
-            self._live.discard(threading.current_thread())
+    def dispatch(self, request: _ReqT, /) -> None:
+        self._run(request)
 
     def capacity(self) -> None:
         return None
@@ -112,18 +45,71 @@ class ThreadWorkers:
         pass
 
     def close(self) -> None:
+        pass
+
+
+@final
+class ThreadWorkers(Generic[_ReqT]):
+    """A new thread per request.
+
+    ``daemon`` and ``block_on_close`` may be changed while the workers run
+    (``servekit.classic`` sets them from its class attributes at each
+    request): :meth:`close` joins the threads started while the workers
+    blocked on close with non-daemon threads, if they still do.  A
+    ``BaseException`` that leaves the host's route (``SystemExit``,
+    ``KeyboardInterrupt``) goes to the host's ``worker_failed``.
+    """
+
+    __slots__ = ("_host", "_live", "_prune_at", "_run", "block_on_close", "daemon")
+
+    def __init__(self, host: WorkerHost[_ReqT], daemon: bool, block_on_close: bool) -> None:
+        self._host = host
+        self._run = host.run
+        self.daemon = daemon
+        self.block_on_close = block_on_close
+        # The threads close() must join; finished ones are dropped now and
+        # then (when the set has doubled), not at each request.
+        self._live: set[threading.Thread] = set()
+        self._prune_at = 16
+
+    def dispatch(self, request: _ReqT, /) -> None:
+        daemon = self.daemon
+        thread = threading.Thread(
+            target=self._work, args=(request,), name=f"servekit-worker-{next(_thread_numbers)}", daemon=daemon
+        )
+        if not daemon and self.block_on_close:
+            live = self._live
+            if len(live) >= self._prune_at:
+                self._live = live = {t for t in live if t.is_alive()}
+                self._prune_at = max(16, 2 * len(live))
+            live.add(thread)
+        thread.start()
+
+    def _work(self, request: _ReqT) -> None:
+        try:
+            self._run(request)
+        except BaseException as exc:
+            self._host.worker_failed(exc)
+
+    def capacity(self) -> None:
+        return None
+
+    def service_actions(self) -> None:
+        pass
+
+    def running(self) -> list[threading.Thread]:
+        """The request threads still running that :meth:`close` would join (a snapshot)."""
+        return [t for t in list(self._live) if t.is_alive()]
+
+    def close(self) -> None:
         if not self.block_on_close:
             return
-        live = self._live
         me = threading.current_thread()
-        while live:
-            for thread in list(live):
-                if thread is not me:
+        while self._live:
+            live, self._live = self._live, set()
+            for thread in live:
+                if thread is not me and thread.ident is not None:
                     thread.join()
-                live.discard(thread)
-
-
-# -- forked ------------------------------------------------------------------
 
 
 def _flush_stdio() -> None:
@@ -136,12 +122,15 @@ def _flush_stdio() -> None:
 
 
 @final
-class ChildWorkers:
-    """A child process per job, at most ``max_children`` at a time.
+class ChildWorkers(Generic[_ReqT]):
+    """A child process per request, at most ``max_children`` at a time.
 
-    ``max_children`` and ``block_on_close`` may be changed while the workers
-    run (``servekit.classic`` reads them from class attributes per request);
-    ``pids`` is the live set of children not reaped yet.
+    In the child the host's sockets that the child must not hold are closed
+    (``close_inherited``), the route runs, and the child leaves with
+    ``os._exit``: status 0, or 1 if an exception left the route.  In the
+    parent the host's ``discard`` drops the parent's copy of the request at
+    once.  ``max_children`` and ``block_on_close`` may be changed while the
+    workers run; ``pids`` is the live set of children not reaped yet.
 
     With *flush_stdio*, ``sys.stdout`` and ``sys.stderr`` are flushed before
     each fork (so a child does not inherit, and write again, what the parent
@@ -158,7 +147,7 @@ class ChildWorkers:
 
     def __init__(
         self,
-        host: WorkerHost,
+        host: WorkerHost[_ReqT],
         max_children: int,
         block_on_close: bool,
         *,
@@ -174,33 +163,27 @@ class ChildWorkers:
         # pid -> pidfd, opened only while the workers are saturated.
         self._pidfds: dict[int, int] = {}
 
-    def fork(self) -> int:
-        """Start a child: returns ``0`` in the child, the child's pid in the parent.
-
-        The child must leave with ``os._exit``; the parent's copy is tracked
-        (``pids``) and reaped by :meth:`reap`.
-        """
+    def dispatch(self, request: _ReqT, /) -> None:
         if self._flush:
             _flush_stdio()
         pid = os.fork()
         if pid:
             self.pids.add(pid)
-        elif self._freeze:
-            gc.freeze()
-        return pid
-
-    def dispatch(self, job: Job, /) -> None:
-        if self.fork() == 0:  # the child: handle the request, then leave without returning
-            status = 1
-            try:
-                self._host.close_inherited()
-                job.run()
-                status = 0
-            finally:
-                if self._flush:
-                    _flush_stdio()
-                os._exit(status)
-        job.discard()
+            self._host.discard(request)
+            return
+        # The child: handle the request, then leave without returning.
+        status = 1
+        try:
+            if self._freeze:
+                gc.freeze()
+            host = self._host
+            host.close_inherited()
+            host.run(request)
+            status = 0
+        finally:
+            if self._flush:
+                _flush_stdio()
+            os._exit(status)
 
     def capacity(self) -> Sequence[int] | None:
         if len(self.pids) < self.max_children:
@@ -212,14 +195,15 @@ class ChildWorkers:
 
     def _watch(self) -> list[int]:
         # A pidfd turns readable when its process exits: the loop can wait
-        # on them instead of polling.
+        # on them instead of polling.  Without a free fd (or without pidfds)
+        # an empty list makes the loop poll.
         if not hasattr(os, "pidfd_open"):
             return []
         for pid in self.pids:
             if pid not in self._pidfds:
                 try:
                     self._pidfds[pid] = os.pidfd_open(pid)
-                except OSError:  # gone already, or pidfds unsupported: poll instead
+                except OSError:  # gone already, out of fds, or unsupported: poll instead
                     return []
         return list(self._pidfds.values())
 

@@ -1,0 +1,142 @@
+"""The classic mix-ins: ``ThreadingMixIn`` and ``ForkingMixIn``, on servekit's workers."""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
+
+from .._runtime.workers import ChildWorkers
+from .._validate import check_int
+from .route import ChildRoute, Item
+
+if TYPE_CHECKING:
+    from .servers import BaseServer
+
+__all__ = ("ForkingMixIn", "ThreadingMixIn")
+
+# The mix-ins are only ever used in front of a BaseServer: to the type
+# checker they derive from it (so ``self`` has the server's methods), at run
+# time from object (so the MRO is the standard library's).
+if TYPE_CHECKING:
+    _MixInBase = BaseServer
+else:
+    _MixInBase = object
+
+
+# -- mix-ins ------------------------------------------------------------------
+
+
+class ThreadingMixIn(_MixInBase):
+    """Handle each request in a new thread (servekit's ``threaded()`` dispatcher)."""
+
+    daemon_threads = False
+    block_on_close = True
+
+    @property
+    def _threads(self) -> list[threading.Thread]:
+        """The request threads running now (a snapshot)."""
+        workers = self._servekit.threads
+        return [] if workers is None else workers.running()
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        """Handle the request in the new thread; errors go to ``handle_error``."""
+        try:
+            self.finish_request(request, client_address)
+        except Exception:
+            self.handle_error(request, client_address)
+        finally:
+            self.shutdown_request(request)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        """Start a thread for the request."""
+        route = self._servekit
+        daemon = bool(self.daemon_threads)
+        block = bool(self.block_on_close)
+        workers = route.threads
+        if workers is None:
+            workers = route.thread_workers(daemon, block)
+        else:
+            workers.daemon = daemon
+            workers.block_on_close = block
+        workers.dispatch((request, client_address))
+
+    def server_close(self) -> None:
+        """Close the server, then wait for request threads as ``block_on_close`` says."""
+        super().server_close()
+        workers = self._servekit.threads
+        if workers is not None:
+            workers.block_on_close = bool(self.block_on_close)
+            workers.close()
+
+
+if hasattr(os, "fork"):
+
+    class ForkingMixIn(_MixInBase):
+        """Handle each request in a new process (servekit's ``forked()`` dispatcher)."""
+
+        timeout: float | None = 300
+        active_children: set[int] | None = None
+        max_children = 40
+        block_on_close = True
+
+        def collect_children(self, *, blocking: bool = False) -> None:
+            """Reap the children that have exited; with *blocking*, wait for all of them."""
+            children = self._servekit.children
+            if children is not None:
+                children.reap(block=blocking)
+
+        def handle_timeout(self) -> None:
+            """Reap children after ``timeout`` seconds without a request."""
+            self.collect_children()
+
+        def service_actions(self) -> None:
+            """Reap children at every wake-up of the serve loop."""
+            self.collect_children()
+
+        def process_request(self, request: Any, client_address: Any) -> None:
+            """Fork a child that handles the request; the parent closes its copy."""
+            # The core's child workers fork, track, limit and reap; the child
+            # runs the classic stages and leaves with os._exit (never returns).
+            children = self._servekit_children()
+            children.dispatch((request, client_address))
+            active = self.active_children
+            if active is not children.pids:
+                # The classic attribute is the workers' own live set of pids;
+                # a set the program put there itself is adopted.
+                if active is None:
+                    self.active_children = children.pids
+                else:
+                    active |= children.pids
+                    children.pids = active
+
+        def _servekit_children(self) -> ChildWorkers[Item]:
+            """The server's child workers, configured from the class attributes now."""
+            route = self._servekit
+            limit: int = self.max_children
+            block = bool(self.block_on_close)
+            children = route.children
+            if children is None:
+                check_int("max_children", limit, 1)
+                # socketserver's children neither flush stdio nor freeze the
+                # collector, and each costs page copies in every child.
+                children = route.children = ChildWorkers(
+                    ChildRoute(self), limit, block, flush_stdio=False, freeze_gc=False
+                )
+            else:
+                if limit != children.max_children:
+                    check_int("max_children", limit, 1)
+                    children.max_children = limit
+                children.block_on_close = block
+            return children
+
+        def _servekit_capacity(self) -> Callable[[], Sequence[int] | None] | None:
+            # At max_children the loop waits for a child to exit instead of
+            # accepting (and instead of blocking in waitpid(-1)).
+            return self._servekit_children().capacity
+
+        def server_close(self) -> None:
+            """Close the server, then reap children (waiting, if ``block_on_close``)."""
+            super().server_close()
+            self.collect_children(blocking=bool(self.block_on_close))

@@ -1,0 +1,137 @@
+"""The classic pipeline: ``socketserver``'s template methods as the stages of a request's route.
+
+A classic server runs on the same loop and workers as a composed one; only
+the stages differ.  On the loop's thread the intake source's callback is the
+server's own ``_handle_request_noblock`` (``get_request`` -> ``verify_request``
+-> ``process_request``); the mix-ins' ``process_request`` dispatch to the
+core's workers, whose hosts here run the classic stages in the worker
+(``process_request_thread``; ``finish_request``, ``handle_error`` and
+``shutdown_request`` in a forked child).  Each stage is looked up on the
+instance when it runs, so a subclass's overrides take effect.
+
+Only what ``socketserver`` itself needs is imported here (no attrs, no
+logging until something is logged): a forking server copies every page of
+the process for each request, so the adapter's own footprint is a cost.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Final
+
+from .._runtime.loop import Loop, Run
+from .._runtime.workers import ChildWorkers, ThreadWorkers
+
+if TYPE_CHECKING:
+    from .servers import BaseServer
+
+__all__ = ("ChildRoute", "Route", "ThreadRoute", "describe")
+
+#: The logger accept() failures are reported on.
+LOGGER: Final = "servekit.classic"
+
+#: A classic request on its way to a worker: ``(request, client_address)``.
+Item = tuple[Any, Any]
+
+
+def describe(server: BaseServer) -> str:
+    return f"{type(server).__name__} on {getattr(server, 'server_address', '?')!r}"
+
+
+def _fileno(server: BaseServer) -> int:
+    """The server's ``fileno()``, or ``-1`` when its socket is closed."""
+    fileno: Callable[[], int] = getattr(server, "fileno")
+    try:
+        return fileno()
+    except (OSError, ValueError):
+        return -1
+
+
+class Route:
+    """One classic server's loop, and the mix-ins' workers (made at their first request)."""
+
+    __slots__ = ("children", "loop", "server", "threads")
+
+    def __init__(self, server: BaseServer) -> None:
+        self.server = server
+        self.loop = Loop(self)
+        self.threads: ThreadWorkers[Item] | None = None
+        self.children: ChildWorkers[Item] | None = None
+
+    def loop_run(self) -> Run:
+        # The stages are the server's own methods, looked up once per run (as
+        # the standard library registers the server once per serve_forever).
+        server = self.server
+        fd = _fileno(server)
+        return Run({fd: server._handle_request_noblock}, server.service_actions, server._servekit_capacity())
+
+    def fileno(self) -> int:
+        return _fileno(self.server)
+
+    def accept_failed(self, exc: OSError) -> None:
+        """``get_request()`` failed: the loop backs off (resource exhaustion) or goes on."""
+        self.loop.accept_failed(exc, "get_request()", describe(self.server), LOGGER)
+
+    def thread_workers(self, daemon: bool, block_on_close: bool) -> ThreadWorkers[Item]:
+        """The thread workers, configured from the class attributes now."""
+        workers = self.threads
+        if workers is None:
+            workers = self.threads = ThreadWorkers(ThreadRoute(self.server), daemon, block_on_close)
+        else:
+            workers.daemon = daemon
+            workers.block_on_close = block_on_close
+        return workers
+
+
+class ThreadRoute:
+    """``ThreadingMixIn``'s stage in the worker thread: ``process_request_thread``."""
+
+    __slots__ = ("_server",)
+
+    def __init__(self, server: BaseServer) -> None:
+        self._server = server
+
+    def run(self, item: Item, /) -> None:
+        self._server.process_request_thread(*item)  # type: ignore[attr-defined]
+
+    def discard(self, item: Item, /) -> None:
+        pass
+
+    def close_inherited(self) -> None:
+        pass
+
+    def worker_failed(self, exc: BaseException, /) -> None:
+        # Classic request threads let SystemExit & co. end the thread, where
+        # threading.excepthook sees them; the server goes on serving.
+        raise exc
+
+
+class ChildRoute:
+    """``ForkingMixIn``'s stages: the child handles the request, the parent closes its copy."""
+
+    __slots__ = ("_server",)
+
+    def __init__(self, server: BaseServer) -> None:
+        self._server = server
+
+    def run(self, item: Item, /) -> None:
+        request, client_address = item
+        server = self._server
+        try:
+            server.finish_request(request, client_address)
+        except Exception:
+            server.handle_error(request, client_address)
+            raise  # the child leaves with status 1, as socketserver's does
+        finally:
+            server.shutdown_request(request)
+
+    def discard(self, item: Item, /) -> None:
+        self._server.close_request(item[0])
+
+    def close_inherited(self) -> None:
+        # Classic forked children keep the listening socket, as the standard
+        # library's do (a datagram child replies on it).
+        pass
+
+    def worker_failed(self, exc: BaseException, /) -> None:
+        raise exc

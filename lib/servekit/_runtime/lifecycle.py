@@ -1,0 +1,128 @@
+"""A composed server's running state: serve, shut down, close; what a worker's failure does.
+
+:class:`Runtime` is what :meth:`servekit.Server.bind` makes: the listener,
+the loop, the pipeline and the workers of one server, and the lifecycle
+they share -- idle, serving (``serve_forever``), closed -- with the rule for
+a ``SystemExit``/``KeyboardInterrupt`` from a handler: it stops the loop,
+closes the server and is raised again from ``serve_forever``.  The public
+handle, :class:`servekit.Bound`, is a thin face over it.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from typing import Generic, TypeVar, final
+
+from ..abc import Acceptor, Dispatcher, Listener, Request, Workers
+from ..errors import ServerClosedError
+from .loop import Loop, Run
+from .pipeline import Pipeline
+
+__all__ = ("Runtime",)
+
+_ReqT = TypeVar("_ReqT", bound=Request[object])
+_AddrT = TypeVar("_AddrT")
+
+
+@final
+class Runtime(Generic[_ReqT, _AddrT]):
+    """The listener, loop, pipeline and workers of one bound composed server."""
+
+    __slots__ = ("_close_lock", "_closed", "_fatal", "_service", "listener", "loop", "pipeline", "timeout", "workers")
+
+    def __init__(
+        self,
+        listener: Listener[_AddrT],
+        acceptor: Acceptor[_ReqT],
+        dispatcher: Dispatcher,
+        handler: Callable[[_ReqT], object],
+        verify: Callable[[object], bool] | None,
+        report: Callable[[_ReqT, Exception], None],
+        service_actions: Callable[[], object] | None,
+        timeout: float | None,
+    ) -> None:
+        self.listener = listener
+        self.timeout = timeout
+        self._service = service_actions
+        self._closed = False
+        self._close_lock = threading.Lock()
+        self._fatal: BaseException | None = None
+        self.loop = Loop(self)
+        sock = listener.socket
+        self.pipeline = Pipeline(sock, listener.name, acceptor, handler, verify, report, self.loop, self._worker_failed)
+        try:
+            sock.setblocking(False)
+            self.workers: Workers[_ReqT] = dispatcher.start(self.pipeline)
+        except BaseException:
+            listener.close()
+            raise
+        self.pipeline.start(self.workers)
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    # -- the loop's owner ------------------------------------------------------
+
+    def loop_run(self) -> Run:
+        return Run({self.listener.socket.fileno(): self.pipeline.take}, self._on_wake, self.workers.capacity)
+
+    def _on_wake(self) -> None:
+        self.workers.service_actions()
+        if self._service is not None:
+            self._service()
+        if self._fatal is not None:
+            self.loop.stop()
+
+    def _worker_failed(self, exc: BaseException) -> None:
+        if self._fatal is None:
+            self._fatal = exc
+        self.loop.stop()
+
+    # -- the lifecycle -----------------------------------------------------------
+
+    def serve_forever(self, poll_interval: float) -> None:
+        self.check_open()
+        try:
+            self.loop.serve_forever(poll_interval)
+        except BaseException:
+            self.close()
+            raise
+        self._raise_fatal()
+
+    def handle_request(self) -> bool:
+        self.check_open()
+        try:
+            handled = self.loop.handle_request(self.timeout)
+        except BaseException:
+            self.close()
+            raise
+        self._raise_fatal()
+        return handled
+
+    def shutdown(self, target: object) -> None:
+        self.loop.shutdown(target)
+
+    def close(self) -> None:
+        with self._close_lock:
+            if self._closed:
+                return
+            self._closed = True
+        self.loop.shutdown()
+        self.listener.close()
+        self.workers.close()
+
+    def check_open(self) -> None:
+        if self._closed:
+            raise ServerClosedError(f"the server on {self.listener.name} is closed")
+
+    def _raise_fatal(self) -> None:
+        exc = self._fatal
+        if exc is not None:
+            self._fatal = None
+            self.close()
+            raise exc
+
+    def state(self) -> str:
+        return "closed" if self._closed else "serving" if self.loop.serving else "idle"
