@@ -24,9 +24,11 @@ from .connections import SocketWriter as SocketWriter
 from .connections import StreamConnection as StreamConnection
 from .dispatchers import Forked as Forked
 from .dispatchers import Inline as Inline
+from .dispatchers import Pooled as Pooled
 from .dispatchers import Threaded as Threaded
 from .dispatchers import forked as forked
 from .dispatchers import inline as inline
+from .dispatchers import pooled as pooled
 from .dispatchers import threaded as threaded
 from .errors import BindError as BindError
 from .errors import ServerClosedError as ServerClosedError

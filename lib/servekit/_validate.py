@@ -19,6 +19,15 @@ def check_int(name: str, value: int, low: int, high: int | None = None) -> None:
         raise ValueError(f"{name} must be {bounds}, got {value!r}")
 
 
+def check_optional_int(name: str, value: int | None, low: int, high: int | None = None) -> None:
+    """Accept ``None``, or an ``int`` (not a ``bool``) with ``low <= value <= high``."""
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an int or None, got {type(value).__name__} {value!r}")
+    check_int(name, value, low, high)
+
+
 def check_flag(name: str, value: bool) -> None:
     """Accept a ``bool`` only (a truthy string is a mistake, not a yes)."""
     if not isinstance(value, bool):
@@ -44,6 +53,13 @@ def check_seconds(name: str, value: float | None, *, positive: bool = False) -> 
 def int_in_range(name: str, low: int, high: int | None = None) -> Callable[[object, object, int], None]:
     """An attrs validator: :func:`check_int`."""
     return lambda _inst, _attr, value: check_int(name, value, low, high)
+
+
+def optional_int_in_range(
+    name: str, low: int, high: int | None = None
+) -> Callable[[object, object, int | None], None]:
+    """An attrs validator: :func:`check_optional_int`."""
+    return lambda _inst, _attr, value: check_optional_int(name, value, low, high)
 
 
 def flag(name: str) -> Callable[[object, object, bool], None]:

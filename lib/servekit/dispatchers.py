@@ -16,8 +16,9 @@ from typing import TypeVar, final
 
 import attrs
 
+from ._runtime.pool import PoolWorkers
 from ._runtime.workers import ChildWorkers, InlineWorkers, ThreadWorkers
-from ._validate import flag, int_in_range
+from ._validate import flag, int_in_range, optional_int_in_range
 from .abc import Dispatcher, WorkerHost, Workers
 
 _ReqT = TypeVar("_ReqT")
@@ -26,11 +27,13 @@ __all__ = (
     "Dispatcher",
     "Forked",
     "Inline",
+    "Pooled",
     "Threaded",
     "WorkerHost",
     "Workers",
     "forked",
     "inline",
+    "pooled",
     "threaded",
 )
 
@@ -67,6 +70,49 @@ class Threaded:
 
 @final
 @attrs.frozen(kw_only=True)
+class Pooled:
+    """A fixed pool of worker threads, started when the server is bound, and a bounded queue.
+
+    Each request goes on a hand-off queue that an idle worker takes it off.
+    When the queue holds ``queue`` requests the server stops accepting:
+    new clients wait in the kernel's listen backlog (as Go's
+    ``netutil.LimitListener`` does) instead of getting threads, and the
+    server accepts again as soon as a worker takes a request off the queue.
+    At most ``workers + queue`` requests are accepted and not finished.
+
+    A blocking per-connection handler (one that reads until the client
+    closes) holds a worker for the connection's whole life, so size the pool
+    for the connections you want served at once: with every worker busy and
+    the queue full, the next clients are not served -- and do not get an
+    error -- until a connection ends.
+
+    A handler's ``SystemExit`` or ``KeyboardInterrupt`` stops the server as
+    with :class:`Threaded`; a new thread takes the failed worker's place.
+    The workers are daemon threads (an idle pool does not keep the
+    interpreter alive); ``close()`` is what waits for them.
+
+    Attributes:
+        workers: the number of worker threads (at least 1).
+        queue: how many accepted requests may wait for a worker; ``None``:
+            as many as ``workers``.
+        block_on_close: ``close()`` waits until the workers have handled
+            every request queued or running, and joins them.  Without it,
+            queued requests no worker has started are dropped (a stream
+            connection is closed unanswered) and running handlers are not
+            waited for.
+    """
+
+    workers: int = attrs.field(default=16, validator=int_in_range("workers", 1))
+    queue: int | None = attrs.field(default=None, validator=optional_int_in_range("queue", 1))
+    block_on_close: bool = attrs.field(default=True, validator=flag("block_on_close"))
+
+    def start(self, host: WorkerHost[_ReqT], /) -> Workers[_ReqT]:
+        limit = self.workers if self.queue is None else self.queue
+        return PoolWorkers(host, self.workers, limit, self.block_on_close)
+
+
+@final
+@attrs.frozen(kw_only=True)
 class Forked:
     """A new child process for each request.
 
@@ -94,6 +140,9 @@ inline = Inline
 
 threaded = Threaded
 """A thread per request (the classic ``ThreadingMixIn``): ``threaded(*, daemon=False, block_on_close=True)``."""
+
+pooled = Pooled
+"""A fixed pool of worker threads and a bounded queue: ``pooled(*, workers=16, queue=None, block_on_close=True)``."""
 
 forked = Forked
 """A child process per request (the classic ``ForkingMixIn``): ``forked(*, max_children=40, block_on_close=True)``."""

@@ -23,6 +23,7 @@ LAYERS = [
     "_runtime",
     "_runtime.loop",
     "_runtime.workers",
+    "_runtime.pool",
     "_runtime.pipeline",
     "_runtime.lifecycle",
     "acceptors",
