@@ -60,36 +60,39 @@ class ThreadWorkers(Generic[_ReqT]):
     ``KeyboardInterrupt``) goes to the host's ``worker_failed``.
     """
 
-    __slots__ = ("_host", "_live", "_prune_at", "_run", "block_on_close", "daemon")
+    __slots__ = ("_host", "_live", "_run", "block_on_close", "daemon")
 
     def __init__(self, host: WorkerHost[_ReqT], daemon: bool, block_on_close: bool) -> None:
         self._host = host
         self._run = host.run
         self.daemon = daemon
         self.block_on_close = block_on_close
-        # The threads close() must join; finished ones are dropped now and
-        # then (when the set has doubled), not at each request.
+        # The threads close() must join, while they run.
         self._live: set[threading.Thread] = set()
-        self._prune_at = 16
 
     def dispatch(self, request: _ReqT, /) -> None:
         daemon = self.daemon
         thread = threading.Thread(
             target=self._work, args=(request,), name=f"servekit-worker-{next(_thread_numbers)}", daemon=daemon
         )
-        if not daemon and self.block_on_close:
-            live = self._live
-            if len(live) >= self._prune_at:
-                self._live = live = {t for t in live if t.is_alive()}
-                self._prune_at = max(16, 2 * len(live))
-            live.add(thread)
-        thread.start()
+        if daemon or not self.block_on_close:
+            thread.start()
+            return
+        live = self._live
+        live.add(thread)
+        try:
+            thread.start()
+        except BaseException:
+            live.discard(thread)
+            raise
 
     def _work(self, request: _ReqT) -> None:
         try:
             self._run(request)
         except BaseException as exc:
             self._host.worker_failed(exc)
+        finally:
+            self._live.discard(threading.current_thread())
 
     def capacity(self) -> None:
         return None
@@ -104,12 +107,13 @@ class ThreadWorkers(Generic[_ReqT]):
     def close(self) -> None:
         if not self.block_on_close:
             return
+        live = self._live
         me = threading.current_thread()
-        while self._live:
-            live, self._live = self._live, set()
-            for thread in live:
-                if thread is not me and thread.ident is not None:
+        while live:
+            for thread in list(live):
+                if thread is not me:
                     thread.join()
+                live.discard(thread)
 
 
 def _flush_stdio() -> None:
