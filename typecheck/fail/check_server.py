@@ -16,6 +16,7 @@ from servekit import (
     IPAddress,
     StreamConnection,
     forked,
+    pooled,
     server,
     tcp,
     threaded,
@@ -50,6 +51,7 @@ transport.port = 1  # type: ignore[misc]  # Property "port" ... is read-only
 srv = server(transport, echo)
 srv.dispatcher = threaded()  # type: ignore[misc]  # Property "dispatcher" ... is read-only
 forked().max_children = 2  # type: ignore[misc]
+pooled().workers = 2  # type: ignore[misc]
 
 
 def mutate(conn: StreamConnection, dg: Datagram) -> None:
@@ -60,6 +62,9 @@ def mutate(conn: StreamConnection, dg: Datagram) -> None:
 # Options of the wrong type, and evolve with a wrong or unknown field.
 threaded(daemon="yes")  # type: ignore[arg-type]
 forked(max_children=1.5)  # type: ignore[arg-type]
+pooled(workers="8")  # type: ignore[arg-type]
+pooled(queue=2.5)  # type: ignore[arg-type]
+pooled(16)  # type: ignore[call-arg]  # the options are keywords only
 server(tcp("127.0.0.1", 0), echo, timeout="1")  # type: ignore[arg-type]
 attrs.evolve(transport, port="80")  # type: ignore[arg-type]
 attrs.evolve(transport, prot=80)  # type: ignore[call-arg]

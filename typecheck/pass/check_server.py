@@ -27,6 +27,7 @@ from servekit import (
     Workers,
     forked,
     inline,
+    pooled,
     server,
     tcp,
     threaded,
@@ -133,6 +134,11 @@ local = attrs.evolve(tcp("0.0.0.0", 8000, backlog=128), host="127.0.0.1")
 assert_type(local, TCPTransport)
 prod = attrs.evolve(srv, dispatcher=forked(max_children=8))
 assert_type(prod, Server[IPStream, IPAddress])
+# A bounded pool fits any transport; its queue is optional.
+assert_type(attrs.evolve(srv, dispatcher=pooled(workers=32)), Server[IPStream, IPAddress])
+assert_type(server(udp("127.0.0.1", 0), pong, dispatcher=pooled(workers=4, queue=64)), Server[IPDatagram, IPAddress])
+assert_type(pooled().queue, int | None)
+assert_type(attrs.evolve(pooled(), queue=None, block_on_close=False).workers, int)
 
 transport: Transport[IPStream, IPAddress] = tcp("127.0.0.1", 0)
 handler: Handler[StreamConnection] = echo
