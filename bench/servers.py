@@ -182,8 +182,8 @@ class _BoundServing:
         self._bound.close()
 
 
-def servekit_build(dispatcher: str) -> Build:
-    """servekit's composed API with the named dispatcher factory (``threaded``...)."""
+def servekit_build(dispatcher: str, **options: int) -> Build:
+    """servekit's composed API with the named dispatcher factory (``threaded``...) and its *options*."""
 
     def build(proto: Proto, host: str, poll_interval: float) -> Serving:
         import servekit
@@ -195,11 +195,11 @@ def servekit_build(dispatcher: str) -> Build:
         def pong(dg: servekit.Datagram) -> None:
             dg.reply(dg.data)
 
-        factory: Callable[[], servekit.Dispatcher] = getattr(servekit, dispatcher)
+        factory: Callable[..., servekit.Dispatcher] = getattr(servekit, dispatcher)
         if proto == "tcp":
-            bound: object = servekit.server(servekit.tcp(host, 0), echo, dispatcher=factory()).bind()
+            bound: object = servekit.server(servekit.tcp(host, 0), echo, dispatcher=factory(**options)).bind()
         else:
-            bound = servekit.server(servekit.udp(host, 0), pong, dispatcher=factory()).bind()
+            bound = servekit.server(servekit.udp(host, 0), pong, dispatcher=factory(**options)).bind()
         return _BoundServing(bound, poll_interval)
 
     return build
@@ -307,6 +307,11 @@ ENTRIES: Final[tuple[Entry, ...]] = (
           twin=_INLINE_TWIN, requires=("servekit",)),
     Entry("servekit.threaded", "servekit", (*_UNBOUNDED, "udp"), servekit_build("threaded"),
           twin=_THREADING_TWIN, requires=("servekit",), target=1.0),
+    # A pool serves at most its workers' connections at once (each handler
+    # holds its connection): 32 workers take keepalive's 16 connections, not
+    # the idle workload's 1,000.
+    Entry("servekit.pooled", "servekit", (*_BOUNDED, "udp"), servekit_build("pooled", workers=32),
+          twin=_THREADING_TWIN, requires=("servekit",)),
     Entry("servekit.forked", "servekit", (*_BOUNDED, "udp"), servekit_build("forked"),
           twin=_FORKING_TWIN, requires=("servekit",), forks=True),
     *(
