@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import select
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -26,6 +27,10 @@ def started(script: str, *args: str) -> Iterator[tuple[subprocess.Popen[str], in
     )
     try:
         assert proc.stdout is not None
+        # Bounded: a server that never gets to print its address fails the test
+        # instead of hanging it.  (-u: the line comes in one write.)
+        ready, _, _ = select.select([proc.stdout], [], [], TIMEOUT)
+        assert ready, f"no address line within {TIMEOUT} s"
         first = proc.stdout.readline()
         assert first.startswith("listening on "), first + (proc.stderr.read() if proc.stderr else "")
         yield proc, int(first.rsplit(":", 1)[1])
