@@ -225,8 +225,10 @@ class PoolWorkers(Generic[_ReqT]):
             if self._waiting:
                 self._waiting = False
                 if self._signal is not None:
-                    self._signal.set()
+                    # The flag first: whoever sees the fd readable sees the
+                    # flag too, and capacity() empties the fd.
                     self._signalled = True
+                    self._signal.set()
 
     def _replace(self, failed: threading.Thread) -> None:
         with self._lock:
