@@ -5,6 +5,7 @@ from __future__ import annotations
 import gc
 import os
 import shutil
+import signal
 import tempfile
 import threading
 import time
@@ -29,6 +30,19 @@ def _fd_target(fd: str) -> str:
         return os.readlink(f"/proc/self/fd/{fd}")
     except OSError:
         return "?"
+
+
+@pytest.fixture(autouse=True, scope="session")
+def ctrl_c_as_on_a_terminal() -> None:
+    """Give the example servers the tests start a Ctrl-C that works, as on a terminal.
+
+    A shell starts background jobs with SIGINT ignored, and an ignored signal
+    stays ignored across exec: the tests that interrupt an example server
+    would then wait for nothing.  With Python's own handler here, children
+    start with SIGINT at its default, as a terminal user's programs do.
+    """
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @pytest.fixture(autouse=True)
