@@ -1,11 +1,17 @@
-"""The request values handed to handlers: a stream connection or a datagram."""
+"""The request values handed to handlers: a stream connection or a datagram.
+
+A stream connection may carry deadlines (:class:`servekit.deadlines.Deadlines`
+describes them): a private clock per connection that bounds each read and
+write of its ``rfile`` and ``wfile`` and raises :exc:`DeadlineExceeded`.
+"""
 
 from __future__ import annotations
 
 import errno
 import io
 import socket
-from typing import TYPE_CHECKING, Generic, cast, final
+from time import monotonic
+from typing import TYPE_CHECKING, Generic, Literal, cast, final
 
 from ._types import _AddrT_co
 
@@ -14,7 +20,236 @@ if TYPE_CHECKING:
 
     from ._types import Address
 
-__all__ = ("Datagram", "SocketWriter", "StreamConnection")
+__all__ = ("Datagram", "DeadlineExceeded", "SocketWriter", "StreamConnection")
+
+#: The four deadlines of a stream connection.
+_DeadlineName = Literal["first_byte", "idle", "request", "lifetime"]
+
+_WHAT = {
+    "first_byte": "no first byte within {} s",
+    "idle": "a single read or write waited {} s",
+    "request": "no complete request within {} s",
+    "lifetime": "the connection lasted {} s",
+}
+
+#: A limit this long (about 31 years) is no limit: ``settimeout()`` overflows not far above it.
+_FOREVER = 1e9
+
+
+class DeadlineExceeded(TimeoutError):
+    """A deadline of a stream connection passed; the connection is no longer usable.
+
+    Attributes:
+        which: the deadline that passed: ``"first_byte"``, ``"idle"``,
+            ``"request"`` or ``"lifetime"``.
+        seconds: its limit, in seconds.
+    """
+
+    which: _DeadlineName
+    seconds: float
+
+    def __init__(self, which: _DeadlineName, seconds: float) -> None:
+        super().__init__(f"{_WHAT[which].format(float(seconds))} ({which} deadline)")
+        self.which = which
+        self.seconds = seconds
+
+    def __reduce__(self) -> tuple[type[DeadlineExceeded], tuple[_DeadlineName, float]]:
+        return (type(self), (self.which, self.seconds))
+
+
+@final
+class _DeadlineClock:
+    """The deadlines of one connection, as points in ``time.monotonic()`` time.
+
+    Made per connection by :meth:`servekit.deadlines.Deadlines.clock` (or
+    directly, from the runtime, with the four limits).  The connection's
+    start is *start* (default: now).  Which deadlines bound what:
+
+    - ``first_byte``: reads, until the first byte arrives (or the connection
+      is given a prefix);
+    - ``idle``: each read and each write, on its own;
+    - ``request``: reads, counted from the start and restarted after each
+      write through ``wfile``;
+    - ``lifetime``: every read and write, from the start.
+    """
+
+    __slots__ = (
+        "exceeded",
+        "first_byte",
+        "first_byte_at",
+        "idle",
+        "lifetime",
+        "lifetime_at",
+        "request",
+        "request_at",
+    )
+
+    def __init__(
+        self,
+        first_byte: float | None = None,
+        idle: float | None = None,
+        request: float | None = None,
+        lifetime: float | None = None,
+        start: float | None = None,
+    ) -> None:
+        if start is None:
+            start = monotonic()
+        self.first_byte = first_byte = _limit(first_byte)
+        self.idle = _limit(idle)
+        self.request = request = _limit(request)
+        self.lifetime = lifetime = _limit(lifetime)
+        self.first_byte_at = None if first_byte is None else start + first_byte
+        self.request_at = None if request is None else start + request
+        self.lifetime_at = None if lifetime is None else start + lifetime
+        #: The last DeadlineExceeded raised: once set, every read and write raises again.
+        self.exceeded: DeadlineExceeded | None = None
+
+    def wait(self, reading: bool) -> tuple[float | None, _DeadlineName]:
+        """The longest the next read (or write) may wait, and the deadline that bounds it.
+
+        Raises :exc:`DeadlineExceeded` if that deadline has passed already,
+        or if one did before.
+        """
+        if self.exceeded is not None:
+            raise self.exceed(self.exceeded.which)
+        now = monotonic()
+        best = self.idle
+        which: _DeadlineName = "idle"
+        at = self.lifetime_at
+        if at is not None and (best is None or at - now < best):
+            best, which = at - now, "lifetime"
+        if reading:
+            at = self.request_at
+            if at is not None and (best is None or at - now < best):
+                best, which = at - now, "request"
+            at = self.first_byte_at
+            if at is not None and (best is None or at - now < best):
+                best, which = at - now, "first_byte"
+        if best is not None and best <= 0.0:
+            raise self.exceed(which)
+        return best, which
+
+    def exceed(self, which: _DeadlineName) -> DeadlineExceeded:
+        """Record that *which* passed; return the exception to raise."""
+        limit = {"first_byte": self.first_byte, "idle": self.idle, "request": self.request}.get(which, self.lifetime)
+        exc = self.exceeded = DeadlineExceeded(which, cast("float", limit))
+        return exc
+
+    def wrote(self) -> None:
+        """A write through ``wfile`` finished: the client's next request may take ``request`` again."""
+        if self.request is not None:
+            self.request_at = monotonic() + self.request
+
+    def __repr__(self) -> str:
+        limits = ", ".join(
+            f"{name}={value}"
+            for name, value in (
+                ("first_byte", self.first_byte),
+                ("idle", self.idle),
+                ("request", self.request),
+                ("lifetime", self.lifetime),
+            )
+            if value is not None
+        )
+        return f"<deadline clock {limits or 'without limits'}>"
+
+
+def _limit(seconds: float | None) -> float | None:
+    return None if seconds is None or seconds >= _FOREVER else float(seconds)
+
+
+@final
+class _ConnectionReader(io.RawIOBase):
+    """The raw reader under ``rfile`` of a connection with deadlines or a prefix.
+
+    ``readinto`` first hands out *prefix* (bytes already read off the
+    socket), then reads the socket, each ``recv_into`` bounded by the
+    clock's tightest deadline.
+    """
+
+    __slots__ = ("_clock", "_prefix", "_sock")
+
+    def __init__(self, sock: socket.socket, clock: _DeadlineClock | None, prefix: bytes) -> None:
+        super().__init__()
+        self._sock: socket.socket | None = sock
+        self._clock = clock
+        self._prefix = memoryview(prefix) if prefix else None
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Buffer, /) -> int:
+        sock = self._sock
+        if sock is None:
+            raise ValueError("I/O operation on closed file")
+        clock = self._clock
+        prefix = self._prefix
+        if prefix is not None:
+            if clock is not None and clock.exceeded is not None:
+                raise clock.exceed(clock.exceeded.which)
+            with memoryview(buffer) as view, view.cast("B") as flat:
+                count = min(len(flat), len(prefix))
+                flat[:count] = prefix[:count]
+            rest = prefix[count:]
+            self._prefix = rest if rest else None
+            return count
+        if clock is None:
+            return sock.recv_into(buffer)
+        timeout, which = clock.wait(True)
+        sock.settimeout(timeout)
+        try:
+            count = sock.recv_into(buffer)
+        except TimeoutError:
+            raise clock.exceed(which) from None
+        finally:
+            if timeout != clock.idle:
+                sock.settimeout(clock.idle)
+        if count:
+            clock.first_byte_at = None
+        return count
+
+    def fileno(self) -> int:
+        sock = self._sock
+        if sock is None:
+            raise ValueError("I/O operation on closed file")
+        return sock.fileno()
+
+    def close(self) -> None:
+        self._sock = None
+        self._prefix = None
+        super().close()
+
+
+@final
+class _DeadlineSender:
+    """In a :class:`SocketWriter`, the socket of a connection with deadlines.
+
+    ``sendall`` is bounded by the idle and lifetime deadlines and restarts
+    the request deadline when it is done.
+    """
+
+    __slots__ = ("_clock", "_sock")
+
+    def __init__(self, sock: socket.socket, clock: _DeadlineClock) -> None:
+        self._sock = sock
+        self._clock = clock
+
+    def sendall(self, data: Buffer, /) -> None:
+        sock = self._sock
+        clock = self._clock
+        timeout, which = clock.wait(False)
+        sock.settimeout(timeout)
+        try:
+            sock.sendall(data)
+        except TimeoutError:
+            raise clock.exceed(which) from None
+        finally:
+            if timeout != clock.idle:
+                sock.settimeout(clock.idle)
+        clock.wrote()
+
+    def fileno(self) -> int:
+        return self._sock.fileno()
 
 
 @final
@@ -31,7 +266,8 @@ class SocketWriter(io.BufferedIOBase):
     def __init__(self, sock: socket.socket) -> None:
         super().__init__()
         # None once closed: one check per write instead of IOBase's `closed` lookup.
-        self._sock: socket.socket | None = sock
+        # (A connection with deadlines puts its _DeadlineSender here.)
+        self._sock: socket.socket | _DeadlineSender | None = sock
 
     def writable(self) -> bool:
         return True
@@ -63,21 +299,52 @@ class StreamConnection(Generic[_AddrT_co]):
 
     ``rfile`` (a buffered reader) and ``wfile`` (a :class:`SocketWriter`) are
     made the first time a handler touches them, so a handler that uses the
-    socket directly pays for neither.  The server closes them, and the
-    connection, when the handler returns.
+    socket directly pays for neither (with deadlines or a prefix, at once).
+    The server closes them, and the connection, when the handler returns.
+
+    *deadlines*, a per-connection clock made by
+    :meth:`servekit.deadlines.Deadlines.clock`, bounds every read of
+    ``rfile`` and write of ``wfile`` (see :class:`~servekit.deadlines.Deadlines`):
+    one that passes raises :exc:`DeadlineExceeded`, and the connection is
+    unusable from then on (each later read or write raises it again).  The
+    socket's own timeout is set to the ``idle`` limit, so a handler that
+    uses the socket directly is bounded too (by a plain ``TimeoutError``).
+    *prefix* holds bytes already read off the socket (by the server, before
+    the handler ran): ``rfile`` returns them first, as they are.
     """
 
-    __slots__ = ("_address", "_rfile", "_socket", "_wfile")
+    __slots__ = ("_address", "_clock", "_rfile", "_socket", "_wfile")
 
-    def __init__(self, sock: socket.socket, client_address: _AddrT_co) -> None:
+    def __init__(
+        self,
+        sock: socket.socket,
+        client_address: _AddrT_co,
+        *,
+        deadlines: _DeadlineClock | None = None,
+        prefix: bytes = b"",
+    ) -> None:
         self._socket = sock
         self._address = client_address
-        self._rfile: io.BufferedReader | None = None
-        self._wfile: SocketWriter | None = None
+        self._clock = deadlines
+        if deadlines is None and not prefix:  # the hot path: nothing more
+            self._rfile: io.BufferedReader | None = None
+            self._wfile: SocketWriter | None = None
+            return
+        # The files are made at once here, so that the properties' first use
+        # costs a plain connection nothing more.
+        self._rfile = io.BufferedReader(_ConnectionReader(sock, deadlines, prefix))
+        if deadlines is None:
+            self._wfile = None
+            return
+        wfile = self._wfile = SocketWriter(sock)
+        wfile._sock = _DeadlineSender(sock, deadlines)
+        if prefix:
+            deadlines.first_byte_at = None  # the server read it already
+        sock.settimeout(deadlines.idle)
 
     @property
     def socket(self) -> socket.socket:
-        """The connected socket (blocking, no timeout)."""
+        """The connected socket (blocking; with deadlines, its timeout is the ``idle`` limit)."""
         return self._socket
 
     @property
@@ -100,6 +367,12 @@ class StreamConnection(Generic[_AddrT_co]):
         if wfile is None:
             wfile = self._wfile = SocketWriter(self._socket)
         return wfile
+
+    @property
+    def deadline_exceeded(self) -> DeadlineExceeded | None:
+        """The last :exc:`DeadlineExceeded` a read or write raised (``None``: none did)."""
+        clock = self._clock
+        return None if clock is None else clock.exceeded
 
     def close(self) -> None:
         """Finish the connection: close the files, send FIN, close the socket.
