@@ -205,6 +205,24 @@ def servekit_build(dispatcher: str, **options: int) -> Build:
     return build
 
 
+def production_build(proto: Proto, host: str, poll_interval: float) -> Serving:
+    """The composition of examples/production_server.py: a pool, a first-line gate, a request deadline."""
+    import servekit
+
+    def echo(conn: servekit.StreamConnection) -> None:
+        for line in conn.rfile:
+            conn.wfile.write(line)
+
+    spec = servekit.server(
+        servekit.tcp(host, 0),
+        echo,
+        dispatcher=servekit.pooled(workers=32, queue=128, block_on_close=False),
+        gate=servekit.first_line(timeout=5.0),
+        deadlines=servekit.Deadlines(request=5.0),
+    )
+    return _BoundServing(spec.bind(), poll_interval)
+
+
 # --------------------------------------------------------------------------
 # asyncio (and uvloop, which is asyncio with another loop): in bench/_aio.py,
 # imported only by the processes that serve with it (asyncio is a slow import).
@@ -311,6 +329,9 @@ ENTRIES: Final[tuple[Entry, ...]] = (
     # holds its connection): 32 workers take keepalive's 16 connections, not
     # the idle workload's 1,000.
     Entry("servekit.pooled", "servekit", (*_BOUNDED, "udp"), servekit_build("pooled", workers=32),
+          twin=_THREADING_TWIN, requires=("servekit",)),
+    # examples/production_server.py's composition (stream only).
+    Entry("servekit.production", "servekit", _BOUNDED, production_build,
           twin=_THREADING_TWIN, requires=("servekit",)),
     Entry("servekit.forked", "servekit", (*_BOUNDED, "udp"), servekit_build("forked"),
           twin=_FORKING_TWIN, requires=("servekit",), forks=True),

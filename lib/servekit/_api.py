@@ -11,6 +11,7 @@ from ._types import UnixAddress as UnixAddress
 from .abc import Acceptor as Acceptor
 from .abc import BoundServer as BoundServer
 from .abc import Dispatcher as Dispatcher
+from .abc import Gate as Gate
 from .abc import Handler as Handler
 from .abc import Listener as Listener
 from .abc import Request as Request
@@ -20,8 +21,10 @@ from .abc import Workers as Workers
 from .acceptors import DatagramAcceptor as DatagramAcceptor
 from .acceptors import StreamAcceptor as StreamAcceptor
 from .connections import Datagram as Datagram
+from .connections import DeadlineExceeded as DeadlineExceeded
 from .connections import SocketWriter as SocketWriter
 from .connections import StreamConnection as StreamConnection
+from .deadlines import Deadlines as Deadlines
 from .dispatchers import Forked as Forked
 from .dispatchers import Inline as Inline
 from .dispatchers import Pooled as Pooled
@@ -35,7 +38,13 @@ from .errors import ServerClosedError as ServerClosedError
 from .servers import Bound as Bound
 from .servers import ErrorHandler as ErrorHandler
 from .servers import Server as Server
+from .servers import run as run
 from .servers import server as server
+from .events import Connection as Connection
+from .events import DrainReport as DrainReport
+from .gates import any_byte as any_byte
+from .gates import at_least as at_least
+from .gates import first_line as first_line
 from .transports import TCPTransport as TCPTransport
 from .transports import format_address as format_address
 from .transports import UDPTransport as UDPTransport

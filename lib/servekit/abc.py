@@ -18,6 +18,7 @@ __all__ = (
     "Acceptor",
     "BoundServer",
     "Dispatcher",
+    "Gate",
     "Handler",
     "Listener",
     "Request",
@@ -186,6 +187,19 @@ class Dispatcher(Protocol):
 
     def start(self, host: WorkerHost[_ReqT], /) -> Workers[_ReqT]:
         """Make the workers of a newly bound server, which hand requests to *host*."""
+        ...
+
+
+class Gate(Protocol):
+    """**Protocol:** a first-request gate (see :mod:`servekit.gates`)."""
+
+    @property
+    def timeout(self) -> float | None:
+        """Seconds a connection may wait at the gate before it is closed (``None``: no limit)."""
+        ...
+
+    def wanted(self, data: bytes, /) -> int:
+        """``0`` when *data*, what has arrived so far, lets the connection through; else how many bytes to wait for."""
         ...
 
 

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import logging
+import signal
+import socket
+import threading
 import weakref
 from collections.abc import Callable
 from types import TracebackType
@@ -14,11 +17,14 @@ from typing_extensions import Self
 from ._runtime.lifecycle import Runtime
 from ._types import IPAddress, Predicate, _AddrT
 from ._validate import check_seconds, seconds
-from .abc import Dispatcher, Handler, Request, Transport
+from .abc import Dispatcher, Gate, Handler, Request, Transport
+from .connections import StreamConnection
+from .deadlines import Deadlines
+from .events import Connection, DrainReport
 from .dispatchers import Inline
 from .handlers import check_handler
 
-__all__ = ("Bound", "ErrorHandler", "Server", "server")
+__all__ = ("Bound", "ErrorHandler", "Server", "run", "server")
 
 log: Final = logging.getLogger("servekit.server")
 
@@ -59,6 +65,17 @@ class Server(Generic[_ReqT, _AddrT]):
         timeout: how long :meth:`Bound.handle_request` waits (``None``: no limit).
         service_actions: called after every wake-up of ``serve_forever`` (at
             least every ``poll_interval`` seconds), in the serving thread.
+        deadlines: time limits for each stream connection's reads and writes
+            (:class:`~servekit.Deadlines`: ``first_byte``, ``idle``,
+            ``request``, ``lifetime``), counted from when a worker takes it
+            up; a read or write past one raises
+            :exc:`~servekit.DeadlineExceeded` in the handler, and the
+            connection is closed.
+        gate: hold each new stream connection on the loop -- costing no worker
+            and no thread -- until its first request is there
+            (:mod:`servekit.gates`: ``first_line()``, ``any_byte()``,
+            ``at_least(n)``), and close it if it does not come within the
+            gate's timeout.
 
     Raises:
         TypeError, ValueError: an option is of the wrong type or value.
@@ -71,6 +88,8 @@ class Server(Generic[_ReqT, _AddrT]):
     on_error: ErrorHandler[_ReqT] | None = attrs.field(default=None, eq=False, kw_only=True)
     timeout: float | None = attrs.field(default=None, validator=seconds("timeout"), kw_only=True)
     service_actions: Callable[[], object] | None = attrs.field(default=None, eq=False, kw_only=True)
+    deadlines: Deadlines | None = attrs.field(default=None, kw_only=True)
+    gate: Gate | None = attrs.field(default=None, kw_only=True)
 
     def bind(self) -> Bound[_ReqT, _AddrT]:
         """Create, bind and listen; return the handle that serves.
@@ -84,6 +103,19 @@ class Server(Generic[_ReqT, _AddrT]):
 
 server = Server
 """Describe a server: ``server(transport, handler, *, dispatcher=..., ...)``; see :class:`Server`."""
+
+
+def _setup(deadlines: Deadlines | None) -> Callable[[_ReqT], _ReqT] | None:
+    """The pipeline's setup stage, in the worker: the connection with its deadlines."""
+    if deadlines is None:
+        return None
+
+    def with_deadlines(request: _ReqT) -> _ReqT:
+        if not isinstance(request, StreamConnection):
+            return request
+        return cast("_ReqT", StreamConnection(request.socket, request.client_address, deadlines=deadlines.clock()))
+
+    return with_deadlines
 
 
 def _reporter(spec: Server[_ReqT, _AddrT], where: str) -> Callable[[_ReqT, Exception], None]:
@@ -150,6 +182,8 @@ class Bound(Generic[_ReqT, _AddrT]):
             _reporter(spec, listener.name),
             spec.service_actions,
             spec.timeout,
+            spec.gate,
+            _setup(spec.deadlines) if listener.socket.type == socket.SOCK_STREAM else None,
         )
         _handles[self] = cast("_Handle[Request[object], object]", _Handle(spec, runtime))
 
@@ -237,6 +271,37 @@ class Bound(Generic[_ReqT, _AddrT]):
         """
         _handle(self).runtime.shutdown(self.serve_forever)
 
+    def drain(self, seconds: float) -> DrainReport:
+        """Drain gracefully: finish what is in flight, for at most *seconds*; return a report.
+
+        From another thread than the one in ``serve_forever`` (a signal
+        handler's thread, for example -- :func:`servekit.run` does it on
+        SIGTERM).  The server stops accepting, but first takes every
+        connection already waiting in the listen backlog (none is reset), then
+        closes the listener.  Requests in flight (and those held at the gate)
+        go on; :attr:`draining` is set so that handlers can end long sessions
+        cleanly.  At the deadline every connection left is cut: its socket is
+        shut down, so its handler's next read or write fails.  Then
+        ``serve_forever`` returns.  :meth:`close` is still to be called; it
+        waits for handlers as the dispatcher's ``block_on_close`` says (a
+        handler that does not touch its socket -- sleeping, computing --
+        is not interrupted by the cut).
+
+        Requests handled by a forked child are not waited for: the parent
+        counts them finished when the child starts.
+        """
+        check_seconds("seconds", seconds)
+        return _handle(self).runtime.drain(seconds)
+
+    @property
+    def draining(self) -> threading.Event:
+        """Set when :meth:`drain` begins: a handler checks it to end a long session cleanly."""
+        return _handle(self).runtime.draining
+
+    def connections(self) -> list[Connection]:
+        """The connections (or datagrams) taken and not yet released: peer, age, state -- a snapshot."""
+        return _handle(self).runtime.pipeline.connections()
+
     def close(self) -> None:
         """Stop serving, close the socket, release the workers.  Idempotent.
 
@@ -268,3 +333,70 @@ def _ip_address(bound: Bound[_ReqT, _AddrT]) -> IPAddress:
     if not isinstance(address, tuple):
         raise TypeError(f"{runtime.listener.name} is not on an IP address: it has no host or port")
     return address
+
+
+def run(
+    server: Server[_ReqT, _AddrT] | Bound[_ReqT, _AddrT],
+    *,
+    drain_seconds: float = 10.0,
+    poll_interval: float = 0.5,
+    signals: tuple[signal.Signals, ...] = (signal.SIGTERM, signal.SIGINT),
+    ready: Callable[[Bound[_ReqT, _AddrT]], object] | None = None,
+) -> DrainReport:
+    """Serve until SIGTERM or SIGINT, then drain for at most *drain_seconds*; return the report.
+
+    One call for a program's main thread: binds *server* (or takes a bound
+    one), calls *ready* with the bound handle once it listens, serves (in a
+    thread of its own), and on the first of *signals* drains
+    (:meth:`Bound.drain`), logs the report on the ``servekit.server`` logger
+    and closes the server.  A second signal during the drain stops at once:
+    every connection left is cut and the server closed without waiting.  The
+    signal handlers are restored on return.
+
+    Raises:
+        ValueError: not called from the main thread (signal handlers can only be set there).
+        BaseException: whatever ended ``serve_forever`` (a handler's
+            ``SystemExit``, ...), after the server was closed.
+    """
+    check_seconds("drain_seconds", drain_seconds)
+    bound = server.bind() if isinstance(server, Server) else server
+    stop = threading.Event()
+    failed: list[BaseException] = []
+
+    def on_signal(signum: int, frame: object) -> None:
+        if stop.is_set():
+            raise KeyboardInterrupt  # the second signal: stop at once
+        log.info("%s: draining for at most %.1f s", signal.Signals(signum).name, drain_seconds)
+        stop.set()
+
+    def serve() -> None:
+        try:
+            bound.serve_forever(poll_interval)
+        except BaseException as exc:  # noqa: BLE001 - raised again in the main thread
+            failed.append(exc)
+        finally:
+            stop.set()
+
+    with bound:
+        previous = {sig: signal.signal(sig, on_signal) for sig in signals}
+        try:
+            thread = threading.Thread(target=serve, name=f"servekit serving {bound!r}")
+            thread.start()
+            if ready is not None:
+                ready(bound)
+            stop.wait()
+            if failed:
+                thread.join()
+                raise failed[0]
+            try:
+                report = bound.drain(drain_seconds)
+            except KeyboardInterrupt:
+                report = bound.drain(0)
+            log.info(
+                "drained in %.1f s: %d finished, %d cut", report.seconds, report.finished, report.cut
+            )
+            thread.join()
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+    return report

@@ -20,6 +20,7 @@ LAYERS = [
     "_validate",
     "errors",
     "connections",
+    "events",
     "_runtime",
     "_runtime.loop",
     "_runtime.workers",
@@ -30,6 +31,8 @@ LAYERS = [
     "handlers",
     "dispatchers",
     "transports",
+    "deadlines",
+    "gates",
     "servers",
     "testing",
     "_api",
@@ -43,7 +46,7 @@ LAYERS = [
 ]
 
 #: What the runtime and the classic adapter may import of servekit: nothing that loads attrs or logging.
-STDLIB_ONLY = ("_types", "abc", "_validate", "errors", "connections", "_runtime")
+STDLIB_ONLY = ("_types", "abc", "_validate", "errors", "connections", "events", "_runtime")
 
 
 def _modules() -> dict[str, Path]:
@@ -85,7 +88,7 @@ def _imports(name: str, path: Path) -> set[str]:
 
 def test_all_is_complete_and_sorted() -> None:
     public = {name for name in dir(servekit) if not name.startswith("_")}
-    modules = {"abc", "servers", "acceptors", "connections", "dispatchers", "errors", "handlers", "testing", "transports", "classic"}
+    modules = {"abc", "events", "gates", "servers", "acceptors", "connections", "dispatchers", "errors", "handlers", "testing", "transports", "deadlines", "classic"}
     assert set(servekit.__all__) == public - modules
     assert list(servekit.__all__) == sorted(servekit.__all__)
 
@@ -203,6 +206,9 @@ def test_the_bound_handle_shows_only_its_documented_members() -> None:
             "address",
             "close",
             "closed",
+            "connections",
+            "drain",
+            "draining",
             "fileno",
             "handle_request",
             "host",

@@ -11,11 +11,13 @@ handle, :class:`servekit.Bound`, is a thin face over it.
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable
 from typing import Generic, TypeVar, final
 
-from ..abc import Acceptor, Dispatcher, Listener, Request, Workers
+from ..abc import Acceptor, Dispatcher, Gate, Listener, Request, Workers
 from ..errors import ServerClosedError
+from ..events import Connection, DrainReport
 from .loop import Loop, Run
 from .pipeline import Pipeline
 
@@ -29,7 +31,18 @@ _AddrT = TypeVar("_AddrT")
 class Runtime(Generic[_ReqT, _AddrT]):
     """The listener, loop, pipeline and workers of one bound composed server."""
 
-    __slots__ = ("_close_lock", "_closed", "_fatal", "_service", "listener", "loop", "pipeline", "timeout", "workers")
+    __slots__ = (
+        "_close_lock",
+        "_closed",
+        "_fatal",
+        "_service",
+        "draining",
+        "listener",
+        "loop",
+        "pipeline",
+        "timeout",
+        "workers",
+    )
 
     def __init__(
         self,
@@ -41,8 +54,11 @@ class Runtime(Generic[_ReqT, _AddrT]):
         report: Callable[[_ReqT, Exception], None],
         service_actions: Callable[[], object] | None,
         timeout: float | None,
+        gate: Gate | None = None,
+        setup: Callable[[_ReqT], _ReqT] | None = None,
     ) -> None:
         self.listener = listener
+        self.draining = threading.Event()
         self.timeout = timeout
         self._service = service_actions
         self._closed = False
@@ -50,7 +66,9 @@ class Runtime(Generic[_ReqT, _AddrT]):
         self._fatal: BaseException | None = None
         self.loop = Loop(self)
         sock = listener.socket
-        self.pipeline = Pipeline(sock, listener.name, acceptor, handler, verify, report, self.loop, self._worker_failed)
+        self.pipeline = Pipeline(
+            sock, listener.name, acceptor, handler, verify, report, self.loop, self._worker_failed, gate, setup
+        )
         try:
             sock.setblocking(False)
             self.workers: Workers[_ReqT] = dispatcher.start(self.pipeline)
@@ -111,7 +129,57 @@ class Runtime(Generic[_ReqT, _AddrT]):
             self._closed = True
         self.loop.shutdown()
         self.listener.close()
+        self.pipeline.release_parked()
         self.workers.close()
+
+    def drain(self, seconds: float) -> DrainReport:
+        """Stop taking new connections, finish what is in flight until *seconds* pass, cut the rest.
+
+        The connections waiting in the listen backlog are taken first (none
+        is reset); then the listener is closed.  Connections held at the gate
+        still go through it.  At the deadline every request left is cut: its
+        socket is shut down, so its handler's next read or write fails.  The
+        loop is stopped afterwards; :meth:`close` is the caller's.
+        """
+        start = time.monotonic()
+        deadline = start + seconds
+        pipeline = self.pipeline
+        self.draining.set()
+        pipeline.start_draining()
+        swept = threading.Event()
+
+        def last_intake() -> None:
+            try:
+                pipeline.take_all()
+            finally:
+                self.loop.drop_intake()
+                self.listener.close()
+                swept.set()
+
+        try:
+            self.loop.call_soon(last_intake)
+        except RuntimeError:  # not serving: nothing takes the backlog; nothing is parked either
+            self.listener.close()
+        else:
+            swept.wait(max(0.0, deadline - time.monotonic()))
+        pipeline.wait_idle(deadline - time.monotonic())
+        cut: list[Connection] = []
+        finished: list[int] = []
+        done = threading.Event()
+
+        def cut_all() -> None:
+            left, ended = pipeline.cut()
+            cut.extend(left)
+            finished.append(ended)
+            done.set()
+
+        try:
+            self.loop.call_soon(cut_all)
+        except RuntimeError:
+            cut_all()
+        done.wait(1.0)
+        self.loop.shutdown()
+        return DrainReport(finished[0] if finished else 0, len(cut), time.monotonic() - start, tuple(cut))
 
     def check_open(self) -> None:
         if self._closed:

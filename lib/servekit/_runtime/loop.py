@@ -30,7 +30,10 @@ dispatch) is the owner's business; the loop decides *when*:
 
 from __future__ import annotations
 
+import collections
 import errno
+import heapq
+import itertools
 import select
 import socket
 import sys
@@ -152,6 +155,9 @@ def _about_to_run(target: object) -> threading.Thread | None:
     return None
 
 
+_timer_numbers: Final = itertools.count()
+
+
 def _shorter(a: float | None, b: float) -> float:
     return b if a is None or b < a else a
 
@@ -178,6 +184,8 @@ class Loop:
     __slots__ = (
         "_backoff_until",
         "_episode",
+        "_soon",
+        "_timers",
         "_failures",
         "_idle",
         "_lock",
@@ -204,6 +212,10 @@ class Loop:
         self._backoff_until = 0.0
         self._episode: _Episode | None = None
         self._failures = 0
+        # (when, sequence, callback) of the timers, earliest first.
+        self._timers: list[tuple[float, int, Callback]] = []
+        # Callbacks other threads asked the loop's thread to run.
+        self._soon: collections.deque[Callback] = collections.deque()
 
     @property
     def serving(self) -> bool:
@@ -260,16 +272,23 @@ class Loop:
                 limited = not waiter.intake_open or waiter.wake_fd < 0
                 if waiter.wake_fd < 0:
                     timeout_ms = _shorter(timeout_ms, NO_WAKE_POLL * 1000)
+            timers = self._timers
+            if timers:
+                timeout_ms = _shorter(timeout_ms, max(0.0, (timers[0][0] - time.monotonic()) * 1000))
             events = poll(timeout_ms)
             # A stop asked for while the loop waited wins over a request
             # that came in meanwhile.
             if self._stop:
                 return
+            if timers:
+                self._run_timers()
             for fd, flags in events:
                 callback = callbacks.get(fd)
                 if callback is None:
                     if fd == waiter.wake_fd:
                         waiter.drain()
+                        while self._soon:
+                            self._soon.popleft()()
                     continue  # a capacity fd: the wait is over, nothing to call
                 if flags & _POLLNVAL:  # the source was closed under us
                     if fd in intake:
@@ -315,6 +334,45 @@ class Loop:
                 remaining_ms = (deadline - time.monotonic()) * 1000
                 if remaining_ms <= 0:
                     return False
+
+    # -- timers ---------------------------------------------------------------
+
+    def call_at(self, when: float, callback: Callback) -> None:
+        """Call *callback* at ``time.monotonic()`` *when* or soon after (from the loop's thread).
+
+        Timers run in the serving loop, after its wait; a timer set while the
+        loop is not serving runs when it serves again.
+        """
+        heapq.heappush(self._timers, (when, next(_timer_numbers), callback))
+
+    def _run_timers(self) -> None:
+        timers = self._timers
+        now = time.monotonic()
+        while timers and timers[0][0] <= now:
+            heapq.heappop(timers)[2]()
+
+    def call_soon(self, callback: Callback) -> None:
+        """Have the serving loop's thread call *callback* soon (from any thread).
+
+        Raises:
+            RuntimeError: the loop is not serving.
+        """
+        with self._lock:
+            if self._serving is None or self._wake is None:
+                raise RuntimeError("the loop is not serving (or has no wake-up socket)")
+            self._soon.append(callback)
+            self._poke()
+
+    def drop_intake(self) -> None:
+        """Take no more requests from the intake sources this run (from the loop's thread).
+
+        The loop goes on serving the other sources and the timers until it
+        is stopped.
+        """
+        waiter = self._waiter
+        if waiter is not None and waiter.intake is not None:
+            waiter.close(waiter.intake, ())
+            waiter.intake.clear()
 
     # -- more sources ---------------------------------------------------------
 
@@ -428,7 +486,7 @@ class Loop:
 
     def _limits(
         self,
-        intake: Mapping[int, Callback],
+        intake: dict[int, Callback],
         capacity: Callable[[], Sequence[int] | None] | None,
         timeout_ms: float | None,
         waiter: _Waiter,
@@ -461,7 +519,7 @@ class _Waiter:
     ``poll()`` system call per request and nothing more.
     """
 
-    __slots__ = ("callbacks", "extra", "intake_open", "poller", "wake", "wake_fd")
+    __slots__ = ("callbacks", "extra", "intake", "intake_open", "poller", "wake", "wake_fd")
 
     def __init__(self, wake: socket.socket | None) -> None:
         self.poller = select.poll()
@@ -472,6 +530,8 @@ class _Waiter:
         # fd -> callback of every source waited on now.
         self.callbacks: dict[int, Callback] = {}
         self.intake_open = False
+        # The run's intake (fd -> callback), once opened.
+        self.intake: dict[int, Callback] | None = None
         # Capacity fds waited on while the intake is closed.
         self.extra: tuple[int, ...] = ()
 
@@ -490,8 +550,9 @@ class _Waiter:
         if self.callbacks.pop(fd, None) is not None:
             self.poller.unregister(fd)
 
-    def open(self, intake: Mapping[int, Callback]) -> None:
+    def open(self, intake: dict[int, Callback]) -> None:
         """Wait on the intake (and no capacity fd) from now on."""
+        self.intake = intake
         if not self.intake_open:
             self._extra(())
             for fd, callback in intake.items():
