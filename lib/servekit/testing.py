@@ -13,7 +13,7 @@ from typing import TypeVar
 from ._types import Address
 from .abc import BoundServer
 
-__all__ = ("datagram_exchange", "serving", "stream_exchange")
+__all__ = ("datagram_exchange", "recv_line", "serving", "stream_exchange")
 
 _BoundT = TypeVar("_BoundT", bound=BoundServer[object])
 
@@ -95,3 +95,19 @@ def datagram_exchange(
         finally:
             if reply_path is not None:
                 os.unlink(reply_path)
+
+
+def recv_line(sock: socket.socket) -> bytes:
+    """Read from *sock* up to and including a newline; less if the peer closes first.
+
+    Bytes after the newline in the same segment are returned too (a
+    line-at-a-time client does not send them).  The socket's own timeout
+    bounds each wait.
+    """
+    data = b""
+    while not data.endswith(b"\n"):
+        chunk = sock.recv(4096)
+        if not chunk:
+            break
+        data += chunk
+    return data

@@ -9,21 +9,11 @@ import time
 import pytest
 
 from servekit import IPAddress, StreamConnection, any_byte, at_least, first_line, pooled, server, tcp, threaded
-from servekit.testing import serving
+from servekit.testing import recv_line, serving
 
 TIMEOUT = 10.0
 
 Conn = StreamConnection[IPAddress]
-
-
-def _line(sock: socket.socket) -> bytes:
-    data = b""
-    while not data.endswith(b"\n"):
-        chunk = sock.recv(4096)
-        if not chunk:
-            break
-        data += chunk
-    return data
 
 
 class TestGates:
@@ -44,11 +34,11 @@ class TestGates:
                 # Another connection goes through while the first one trickles.
                 with socket.create_connection(bound.address, timeout=TIMEOUT) as other:
                     other.sendall(b"other\n")
-                    assert _line(other) == b"other\n"
+                    assert recv_line(other) == b"other\n"
                 assert seen == [b"other\n"]  # the partial line reached no worker
                 handled.clear()
                 client.sendall(b"lo\n")
-                assert _line(client) == b"hello\n"
+                assert recv_line(client) == b"hello\n"
             assert handled.wait(TIMEOUT)
         assert seen == [b"other\n", b"hello\n"]
 
@@ -116,7 +106,7 @@ class TestDrain:
             drainer.join(TIMEOUT)
             thread.join(TIMEOUT)
             assert not thread.is_alive()
-            assert [_line(client) for client in clients] == [b"%d\n" % i for i in range(6)]
+            assert [recv_line(client) for client in clients] == [b"%d\n" % i for i in range(6)]
         finally:
             release.set()
             for client in clients:

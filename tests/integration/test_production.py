@@ -22,6 +22,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from servekit.testing import recv_line
+
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "production_server.py"
 TIMEOUT = 20.0
 
@@ -77,29 +79,19 @@ def example(*args: str) -> Iterator[Example]:
             proc.communicate(timeout=TIMEOUT)
 
 
-def _line(sock: socket.socket) -> bytes:
-    data = b""
-    while not data.endswith(b"\n"):
-        chunk = sock.recv(4096)
-        if not chunk:
-            break
-        data += chunk
-    return data
-
-
 def _ask(address: tuple[str, int], line: bytes) -> bytes:
     with socket.create_connection(address, timeout=TIMEOUT) as sock:
         sock.sendall(line)
-        return _line(sock)
+        return recv_line(sock)
 
 
 def test_echo_sleep_and_terminate() -> None:
     with example() as ex:
         with socket.create_connection(ex.address, timeout=TIMEOUT) as sock:
             sock.sendall(b"hello\n")
-            assert _line(sock) == b"hello\n"
+            assert recv_line(sock) == b"hello\n"
             sock.sendall(b"SLEEP 0.1\n")
-            assert _line(sock) == b"SLEPT\n"
+            assert recv_line(sock) == b"SLEPT\n"
         status, report, _ = ex.terminate()
     assert status == 0
     assert isinstance(report["finished"], int) and isinstance(report["cut"], int)
@@ -185,7 +177,7 @@ def test_two_thousand_simultaneous_connects_are_all_answered() -> None:
                 for fd, _ in poller.poll(1000):
                     i, sock = waiting.pop(fd)
                     poller.unregister(fd)
-                    answers[i] = _line(sock)
+                    answers[i] = recv_line(sock)
                     sock.close()
             assert not waiting, f"{len(waiting)} connections were not answered"
         finally:
@@ -209,7 +201,7 @@ def test_drain_answers_everything_in_flight_and_queued() -> None:
                 with socket.create_connection(ex.address, timeout=TIMEOUT) as sock:
                     sock.sendall(line)
                     sent.wait(TIMEOUT)
-                    answer = _line(sock)
+                    answer = recv_line(sock)
                 with lock:
                     answers.append(answer)
             except BaseException as exc:  # noqa: BLE001 - reported below
@@ -241,7 +233,7 @@ def test_drain_deadline_cuts_what_is_left() -> None:
                 socks.append(sock)
             with socket.create_connection(ex.address, timeout=TIMEOUT) as probe:  # the loop has taken them all
                 probe.sendall(b"ping\n")
-                assert _line(probe) == b"ping\n"
+                assert recv_line(probe) == b"ping\n"
             status, report, took = ex.terminate()
         finally:
             for sock in socks:
