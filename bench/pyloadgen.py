@@ -176,14 +176,18 @@ def _client(
 def _worker(args: argparse.Namespace) -> int:
     tally = _Tally()
     address = (args.host, args.port)
+    # Started (which takes a while on a loaded machine): say so, and learn
+    # the measured window, which opens only once every worker is ready.
+    print("ready", flush=True)
+    start, end = (float(word) for word in sys.stdin.readline().split())
     threads = [
-        threading.Thread(target=_client, args=(args.mode, address, args, args.start, args.end, tally, k))
+        threading.Thread(target=_client, args=(args.mode, address, args, start, end, tally, k))
         for k in range(args.c)
     ]
     for thread in threads:
         thread.start()
     # This process's CPU time in the measured phase, roughly: from its start.
-    time.sleep(max(0.0, args.start - time.monotonic()))
+    time.sleep(max(0.0, start - time.monotonic()))
     cpu0 = resource.getrusage(resource.RUSAGE_SELF)
     for thread in threads:
         thread.join()
@@ -214,17 +218,29 @@ def _run(args: argparse.Namespace) -> int:
         print(f"idle-ready {len(idle)} {time.monotonic() - t0:.6f}", flush=True)
     workers = max(1, min(args.c, os.cpu_count() or 1, 4))
     shares = [args.c // workers + (k < args.c % workers) for k in range(workers)]
-    start = time.monotonic() + 0.5  # time for the workers to start and connect
-    end = start + args.d
     procs = [
         subprocess.Popen(
             [sys.executable, "-m", "bench.pyloadgen", "worker", args.mode, args.host, str(args.port),
-             "-c", str(share), "-t", str(args.t), "-s", str(args.s), "-n", str(args.n // workers), "-S", str(args.S),
-             "--start", repr(start), "--end", repr(end)],
+             "-c", str(share), "-t", str(args.t), "-s", str(args.s), "-n", str(args.n // workers), "-S", str(args.S)],
+            stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
         )
         for share in shares
     ]  # fmt: skip
+    # The window opens once every worker has started (a worker that died
+    # says nothing: its end of file), with time for the clients to connect.
+    for proc in procs:
+        assert proc.stdout is not None
+        proc.stdout.readline()
+    start = time.monotonic() + 0.2
+    end = start + args.d
+    for proc in procs:
+        assert proc.stdin is not None
+        try:
+            proc.stdin.write(f"{start!r} {end!r}\n".encode())
+            proc.stdin.flush()  # (communicate() below closes it)
+        except OSError:  # it died: its count is missing below
+            pass
     tally = _Tally()
     cpu = 0.0
     for proc in procs:
@@ -270,8 +286,6 @@ def main(argv: list[str]) -> int:
     parser.add_argument("-s", type=int, default=32)
     parser.add_argument("-T", type=float, default=60.0)
     parser.add_argument("-S", type=int, default=1)
-    parser.add_argument("--start", type=float, default=0.0)
-    parser.add_argument("--end", type=float, default=0.0)
     args = parser.parse_args(argv)
     return _worker(args) if args.command == "worker" else _run(args)
 
