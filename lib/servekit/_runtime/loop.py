@@ -158,6 +158,10 @@ def _about_to_run(target: object) -> threading.Thread | None:
 _timer_numbers: Final = itertools.count()
 
 
+def _nothing() -> None:
+    pass
+
+
 def _shorter(a: float | None, b: float) -> float:
     return b if a is None or b < a else a
 
@@ -239,7 +243,7 @@ class Loop:
             self._idle.clear()
         try:
             if not self._stop:
-                waiter = self._waiter = _Waiter(None if wake is None else wake[0])
+                waiter = self._waiter = _Waiter(None if wake is None else wake[0], self._woken)
                 self._serve(self._owner.loop_run(), poll_interval * 1000, waiter)
         finally:
             with self._lock:
@@ -259,6 +263,7 @@ class Loop:
         waiter.open(intake)
         poll = waiter.poller.poll
         callbacks = waiter.callbacks
+        timers = self._timers
         # Capacity can only run out when a callback dispatches: it is asked
         # after each one, and re-asked before every wait while it is out.  A
         # loop without its wake-up socket takes this path too.
@@ -272,7 +277,6 @@ class Loop:
                 limited = not waiter.intake_open or waiter.wake_fd < 0
                 if waiter.wake_fd < 0:
                     timeout_ms = _shorter(timeout_ms, NO_WAKE_POLL * 1000)
-            timers = self._timers
             if timers:
                 timeout_ms = _shorter(timeout_ms, max(0.0, (timers[0][0] - time.monotonic()) * 1000))
             events = poll(timeout_ms)
@@ -283,13 +287,10 @@ class Loop:
             if timers:
                 self._run_timers()
             for fd, flags in events:
-                callback = callbacks.get(fd)
-                if callback is None:
-                    if fd == waiter.wake_fd:
-                        waiter.drain()
-                        while self._soon:
-                            self._soon.popleft()()
-                    continue  # a capacity fd: the wait is over, nothing to call
+                try:
+                    callback = callbacks[fd]
+                except KeyError:  # unwatched by an earlier callback of this wait
+                    continue
                 if flags & _POLLNVAL:  # the source was closed under us
                     if fd in intake:
                         return
@@ -303,6 +304,15 @@ class Loop:
                     limited = True
             service()
 
+    def _woken(self) -> None:
+        """The wake-up socket is readable: empty it, run what other threads asked for."""
+        waiter = self._waiter
+        if waiter is not None:
+            waiter.drain()
+        soon = self._soon
+        while soon:
+            soon.popleft()()
+
     def handle_request(self, timeout: float | None) -> bool:
         """Wait up to *timeout* seconds (``None``: no limit) and take one request.
 
@@ -314,13 +324,13 @@ class Loop:
         if not intake:
             return False
         deadline = None if timeout is None else time.monotonic() + timeout
-        waiter = _Waiter(None)
+        waiter = _Waiter(None, _nothing)
         waiter.open(intake)
         remaining_ms = None if timeout is None else max(0.0, timeout * 1000)
         while True:
             timeout_ms = self._limits(intake, run.capacity, remaining_ms, waiter)
             for fd, flags in waiter.poller.poll(timeout_ms):
-                callback = waiter.callbacks.get(fd)
+                callback = intake.get(fd)
                 if callback is None:
                     continue
                 if flags & _POLLNVAL:
@@ -482,7 +492,7 @@ class Loop:
         if wake is not None:
             with self._lock:
                 self._wake = wake
-            waiter.wake_with(wake[0])
+            waiter.wake_with(wake[0], self._woken)
 
     def _limits(
         self,
@@ -521,25 +531,26 @@ class _Waiter:
 
     __slots__ = ("callbacks", "extra", "intake", "intake_open", "poller", "wake", "wake_fd")
 
-    def __init__(self, wake: socket.socket | None) -> None:
+    def __init__(self, wake: socket.socket | None, woken: Callback) -> None:
         self.poller = select.poll()
+        # fd -> callback of every fd waited on now (the wake-up socket's
+        # empties it; a capacity fd's does nothing: the wait is over).
+        self.callbacks: dict[int, Callback] = {}
         self.wake: socket.socket | None = None
         self.wake_fd = -1
         if wake is not None:
-            self.wake_with(wake)
-        # fd -> callback of every source waited on now.
-        self.callbacks: dict[int, Callback] = {}
+            self.wake_with(wake, woken)
         self.intake_open = False
         # The run's intake (fd -> callback), once opened.
         self.intake: dict[int, Callback] | None = None
         # Capacity fds waited on while the intake is closed.
         self.extra: tuple[int, ...] = ()
 
-    def wake_with(self, wake: socket.socket) -> None:
-        """Wait on *wake*, the loop's wake-up socket, from now on."""
+    def wake_with(self, wake: socket.socket, woken: Callback) -> None:
+        """Wait on *wake*, the loop's wake-up socket, from now on, and call *woken* when it is readable."""
         self.wake = wake
         self.wake_fd = wake.fileno()
-        self.poller.register(self.wake_fd, _POLLIN)
+        self.watch(self.wake_fd, woken)
 
     def watch(self, fd: int, callback: Callback) -> None:
         if fd not in self.callbacks:
@@ -572,9 +583,9 @@ class _Waiter:
             extra = tuple(extra)
             if extra != self.extra:
                 for fd in self.extra:
-                    self.poller.unregister(fd)
+                    self.unwatch(fd)
                 for fd in extra:
-                    self.poller.register(fd, _POLLIN)
+                    self.watch(fd, _nothing)
                 self.extra = extra
 
     def drain(self) -> None:
