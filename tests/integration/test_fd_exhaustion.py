@@ -36,7 +36,7 @@ KINDS = [
 
 #: The helper holds the condition this long (its HOLD), in seconds.
 HOLD = 0.3
-#: The retry interval the loop uses (servekit._loop.ACCEPT_BACKOFF).
+#: The retry interval the loop uses (servekit._runtime.loop.ACCEPT_BACKOFF).
 BACKOFF = 0.1
 #: Wake-ups of the serve loop per second of a held episode: one per retry plus
 #: one per wait is 2 / BACKOFF = 20; a spinning loop makes thousands, the old
