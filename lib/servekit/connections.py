@@ -80,8 +80,10 @@ class _DeadlineClock:
         "idle",
         "lifetime",
         "lifetime_at",
+        "received",
         "request",
         "request_at",
+        "sent",
     )
 
     def __init__(
@@ -103,6 +105,9 @@ class _DeadlineClock:
         self.lifetime_at = None if lifetime is None else start + lifetime
         #: The last DeadlineExceeded raised: once set, every read and write raises again.
         self.exceeded: DeadlineExceeded | None = None
+        #: Bytes read off the socket through ``rfile``, and sent through ``wfile``.
+        self.received = 0
+        self.sent = 0
 
     def wait(self, reading: bool) -> tuple[float | None, _DeadlineName]:
         """The longest the next read (or write) may wait, and the deadline that bounds it.
@@ -206,6 +211,7 @@ class _ConnectionReader(io.RawIOBase):
                 sock.settimeout(clock.idle)
         if count:
             clock.first_byte_at = None
+            clock.received += count
         return count
 
     def fileno(self) -> int:
@@ -246,6 +252,7 @@ class _DeadlineSender:
         finally:
             if timeout != clock.idle:
                 sock.settimeout(clock.idle)
+        clock.sent += memoryview(data).nbytes
         clock.wrote()
 
     def fileno(self) -> int:
@@ -398,6 +405,14 @@ class StreamConnection(Generic[_AddrT_co]):
 
     def __repr__(self) -> str:
         return f"<StreamConnection from {self._address!r} fd={self._socket.fileno()}>"
+
+
+def _traffic(request: object) -> tuple[int | None, int | None]:
+    """Bytes in and out of *request* where they were counted (a connection with deadlines), else ``None``."""
+    clock = getattr(request, "_clock", None) if type(request) is StreamConnection else None
+    if clock is None:
+        return None, None
+    return clock.received, clock.sent
 
 
 @final

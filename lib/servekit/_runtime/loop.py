@@ -401,7 +401,7 @@ class Loop:
 
     # -- accept failures ------------------------------------------------------
 
-    def accept_failed(self, exc: OSError, call: str, where: str, logger: str) -> None:
+    def accept_failed(self, exc: OSError, call: str, where: str, logger: str) -> float:
         """Take a failed ``accept()`` into account (from the loop's thread).
 
         Resource exhaustion (``EMFILE``, ``ENFILE``, ``ENOBUFS``, ``ENOMEM``)
@@ -411,10 +411,12 @@ class Loop:
         request taken without one ends it, reported with the count and the
         duration.  Any other error (a connection that died in the backlog,
         ...) is reported at debug level and skipped.
+
+        Returns the back-off in seconds (``0.0``: none).
         """
         if exc.errno not in _CAPACITY_ERRNOS:
             report(logger, _DEBUG, "%s on %s failed: %s", call, where, exc)
-            return
+            return 0.0
         now = time.monotonic()
         if self._episode is None:
             self._episode = _Episode(exc, call, where, logger, now)
@@ -430,6 +432,7 @@ class Loop:
             )
         self._failures += 1
         self._backoff_until = now + ACCEPT_BACKOFF
+        return ACCEPT_BACKOFF
 
     def _probe(self, callback: Callback) -> None:
         """Call an intake *callback* while an episode is open; end the episode if it does not fail."""
