@@ -1,4 +1,4 @@
-"""A small kit for testing servers built with servekit."""
+"""A small kit for testing servers and handlers built with servekit."""
 
 from __future__ import annotations
 
@@ -6,16 +6,23 @@ import errno
 import os
 import socket
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import TypeVar
+from time import monotonic
+from typing import TYPE_CHECKING, TypeVar, final
 
 from ._types import Address
-from .abc import BoundServer
+from .abc import BoundServer, Handler
+from .connections import StreamConnection
 
-__all__ = ("datagram_exchange", "recv_line", "serving", "stream_exchange")
+if TYPE_CHECKING:
+    from .deadlines import Deadlines
+    from .events import Event
+
+__all__ = ("EventLog", "datagram_exchange", "drive", "driving", "recv_line", "serving", "stream_exchange")
 
 _BoundT = TypeVar("_BoundT", bound=BoundServer[object])
+_EventT = TypeVar("_EventT", bound="Event")
 
 
 @contextmanager
@@ -111,3 +118,260 @@ def recv_line(sock: socket.socket) -> bytes:
             break
         data += chunk
     return data
+
+
+@final
+class EventLog:
+    """A recording event sink: pass it as ``server(..., on_event=log)``, then look at what happened.
+
+    Thread-safe: the serving thread and the workers record into it while
+    the test reads it or waits on it.  :meth:`wait_for` blocks until the
+    events it asks for are recorded, so a test never polls or sleeps.
+
+    Example::
+
+        log = EventLog()
+        with serving(server(tcp("127.0.0.1", 0), echo, on_event=log).bind()) as bound:
+            stream_exchange(bound.address, b"hi\n")
+            [closed] = log.wait_for(ConnectionClosed)
+    """
+
+    __slots__ = ("_changed", "_events")
+
+    def __init__(self) -> None:
+        self._events: list[Event] = []
+        # An RLock under the condition: a `where` predicate may read the log.
+        self._changed = threading.Condition()
+
+    def __call__(self, event: Event, /) -> None:
+        """Record *event* and wake the waiters."""
+        with self._changed:
+            self._events.append(event)
+            self._changed.notify_all()
+
+    @property
+    def events(self) -> list[Event]:
+        """Every event recorded so far, oldest first (a copy)."""
+        with self._changed:
+            return list(self._events)
+
+    def of(self, kind: type[_EventT]) -> list[_EventT]:
+        """The events of type *kind* recorded so far, oldest first."""
+        with self._changed:
+            return [event for event in self._events if isinstance(event, kind)]
+
+    def wait_for(
+        self,
+        kind: type[_EventT],
+        count: int = 1,
+        *,
+        timeout: float = 10.0,
+        where: Callable[[_EventT], bool] | None = None,
+    ) -> list[_EventT]:
+        """Wait until at least *count* events of type *kind* (for which *where* is true) are recorded.
+
+        Events recorded before the call count too.  *where* is called under
+        the log's lock, once per event of type *kind*.
+
+        Returns:
+            Every such event recorded so far, oldest first: *count* or more.
+
+        Raises:
+            TimeoutError: *timeout* seconds passed first; the message names
+                the kind, the count wanted and what the log holds.
+        """
+        deadline = monotonic() + timeout
+        with self._changed:
+            events = self._events
+            found: list[_EventT] = []
+            scanned = 0
+            while True:
+                if events is not self._events:  # cleared meanwhile: start again
+                    events, found, scanned = self._events, [], 0
+                for event in events[scanned:]:
+                    if isinstance(event, kind) and (where is None or where(event)):
+                        found.append(event)
+                scanned = len(events)
+                if len(found) >= count:
+                    return found
+                left = deadline - monotonic()
+                if left <= 0.0:
+                    raise TimeoutError(self._shortfall(kind, count, timeout, found, where is not None))
+                self._changed.wait(left)
+
+    def _shortfall(self, kind: type[object], count: int, timeout: float, found: list[_EventT], filtered: bool) -> str:
+        """The message of :meth:`wait_for`'s ``TimeoutError``."""
+        wanted = f"{count} {kind.__name__} event{'' if count == 1 else 's'}{' matching where' if filtered else ''}"
+        shown = ", ".join(repr(event) for event in found[:5]) + (", ..." if len(found) > 5 else "")
+        return (
+            f"waited {timeout} s for {wanted}, saw {len(found)}"
+            + (f" ({shown})" if found else "")
+            + f"; the log holds {self._summary()}"
+        )
+
+    def _summary(self) -> str:
+        """``"3 events (Accepted 2, HandlerStarted 1)"``; call with the lock held."""
+        counts: dict[str, int] = {}
+        for event in self._events:
+            name = type(event).__name__
+            counts[name] = counts.get(name, 0) + 1
+        total = len(self._events)
+        kinds = ", ".join(f"{name} {n}" for name, n in counts.items())
+        return f"{total} event{'' if total == 1 else 's'}" + (f" ({kinds})" if kinds else "")
+
+    def clear(self) -> None:
+        """Forget every event recorded so far."""
+        with self._changed:
+            self._events = []
+
+    def __len__(self) -> int:
+        with self._changed:
+            return len(self._events)
+
+    def __repr__(self) -> str:
+        with self._changed:
+            return f"<EventLog of {self._summary()}>"
+
+
+@contextmanager
+def driving(
+    handler: Handler[StreamConnection[str]],
+    *,
+    deadlines: Deadlines | None = None,
+    peer: str = "test-peer",
+    timeout: float = 10.0,
+) -> Iterator[socket.socket]:
+    """Run *handler* on one end of a ``socket.socketpair()``; the ``with`` block gets the other end.
+
+    No listener and no server: the handler gets a
+    :class:`~servekit.connections.StreamConnection` from *peer* (with a
+    clock of *deadlines*, if given) and runs in a thread of its own while
+    the block talks to it through the client socket, whose timeout is
+    *timeout*.  As in a server, the connection is closed when the handler
+    returns (or raises), so the client then reads EOF.
+
+    On leaving the block the client half-closes (the handler reads EOF),
+    the handler thread is joined (at most *timeout* seconds), and the
+    connection and the client socket are closed.  An exception the handler
+    raised is raised again here, as it is; an exception of the block itself
+    takes precedence (the handler is then cut off at once: its socket is
+    shut down).
+
+    Raises:
+        RuntimeError: the handler did not return within *timeout* after the
+            block ended.  Its socket is shut down to unblock it and both
+            sockets are closed; what it raised then is the ``__cause__``.
+    """
+    server_sock, client_sock = socket.socketpair()
+    try:
+        client_sock.settimeout(timeout)
+        conn = StreamConnection(server_sock, peer, deadlines=None if deadlines is None else deadlines.clock())
+    except BaseException:
+        server_sock.close()
+        client_sock.close()
+        raise
+    failure: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            handler(conn)
+        except BaseException as exc:  # re-raised in the test's thread
+            failure.append(exc)
+        finally:
+            # Released when the handler returns, as a server does: the client reads EOF.
+            conn.close()
+
+    name = getattr(handler, "__qualname__", None) or repr(handler)
+    # A daemon: a handler that ignores even its socket's shutdown must not hold up the interpreter's exit.
+    thread = threading.Thread(target=run, name=f"servekit driving {name} for {peer!r}", daemon=True)
+    thread.start()
+    try:
+        yield client_sock
+    except BaseException as exc:
+        try:
+            _cut_off(thread, server_sock, timeout)
+        finally:
+            _close(conn, client_sock)
+        if failure:
+            exc.add_note(f"(the handler raised too: {failure[0]!r})")
+            failure.clear()
+        raise
+    try:
+        try:
+            _half_close(client_sock)
+        finally:
+            thread.join(timeout)
+            stuck = thread.is_alive()
+            if stuck:
+                _cut_off(thread, server_sock, timeout)
+    finally:
+        _close(conn, client_sock)
+    try:
+        if stuck:
+            raise RuntimeError(
+                f"handler {name} for {peer!r} did not return within {timeout} s of the end of the with block"
+            ) from (failure[0] if failure else None)
+        if failure:
+            raise failure[0]
+    finally:
+        failure.clear()  # no cycle through the traceback's frames
+
+
+def _half_close(sock: socket.socket) -> None:
+    """Shut down *sock*'s write side; a peer that is gone already is no error."""
+    if sock.fileno() < 0:  # the block closed it
+        return
+    try:
+        sock.shutdown(socket.SHUT_WR)
+    except OSError as exc:
+        if exc.errno not in (errno.ENOTCONN, errno.EPIPE):
+            raise
+
+
+def _cut_off(thread: threading.Thread, sock: socket.socket, timeout: float) -> None:
+    """Shut down the handler's socket, so that its reads and writes end, and join its thread."""
+    try:
+        sock.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass  # closed by the handler, or not connected any more
+    thread.join(timeout)
+
+
+def _close(conn: StreamConnection[str], client_sock: socket.socket) -> None:
+    """Close both ends, the client's even if the connection's close fails."""
+    try:
+        conn.close()
+    finally:
+        client_sock.close()
+
+
+def drive(
+    handler: Handler[StreamConnection[str]],
+    data: bytes,
+    *,
+    deadlines: Deadlines | None = None,
+    peer: str = "test-peer",
+    timeout: float = 10.0,
+) -> bytes:
+    """Run *handler* over a socketpair: send *data*, half-close, return all it wrote until it closed.
+
+    The one-shot form of :func:`driving` (same arguments, same errors).  A
+    handler that closes without reading everything ends the sending
+    quietly: what it wrote is still returned.  *data* is sent before
+    anything is read, so a handler that answers as it reads must not answer
+    more than the socket buffers hold before it has read all of *data*.
+    Each read of the answer is bounded by *timeout*.
+    """
+    chunks = []
+    with driving(handler, deadlines=deadlines, peer=peer, timeout=timeout) as sock:
+        try:
+            sock.sendall(data)
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+        _half_close(sock)
+        try:
+            while chunk := sock.recv(65536):
+                chunks.append(chunk)
+        except ConnectionResetError:  # it closed with our bytes unread: an end like EOF
+            pass
+    return b"".join(chunks)
