@@ -4,7 +4,9 @@ Each line is echoed back; ``SLEEP <seconds>`` sleeps that long, then answers
 ``SLEPT``.  A connection that completes no line for ``--idle-timeout``
 seconds -- silent or trickling a byte at a time -- is closed.  On SIGTERM (or
 Ctrl-C) the server drains for at most ``--drain-seconds``, prints the drain
-report as one line of JSON on stdout and exits 0.
+report as one line of JSON on stdout and exits 0.  The report also carries
+the server's counters (``"stats"``) and how many lifecycle events of each
+kind it saw (``"events"``).
 
 Run:  python examples/production_server.py --host 127.0.0.1 --port 8000
 """
@@ -12,6 +14,7 @@ Run:  python examples/production_server.py --host 127.0.0.1 --port 8000
 from __future__ import annotations
 
 import argparse
+import collections
 import json
 import logging
 import sys
@@ -19,9 +22,11 @@ import time
 from collections.abc import Sequence
 
 from servekit import (
+    Admission,
     Bound,
     Deadlines,
     DeadlineExceeded,
+    Event,
     IPAddress,
     StreamConnection,
     first_line,
@@ -42,6 +47,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--idle-timeout", type=float, default=5.0, help="seconds to complete a line (default 5)")
     parser.add_argument("--drain-seconds", type=float, default=10.0, help="drain deadline on SIGTERM (default 10)")
     parser.add_argument("--workers", type=int, default=64, help="worker threads (default 64)")
+    parser.add_argument(
+        "--max-connections", type=int, default=10_000, help="connections held at once, beyond: wait in the backlog"
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
 
@@ -54,6 +62,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                 conn.wfile.write(line)
             if bound.draining.is_set():
                 return  # one answer more, then the connection ends cleanly
+
+    # Lifecycle events, counted by kind (Counter.update of one name is atomic).
+    seen: collections.Counter[str] = collections.Counter()
+
+    def on_event(event: Event) -> None:
+        seen.update((type(event).__name__,))
 
     def on_error(conn: Conn, exc: Exception) -> None:
         if not isinstance(exc, (DeadlineExceeded, ConnectionError)):  # a slow or vanished client is no error
@@ -69,7 +83,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         gate=first_line(timeout=args.idle_timeout),
         # Then each line must be complete within the idle timeout of the last answer.
         deadlines=Deadlines(request=args.idle_timeout),
+        # At most this many connections at once (at the gate and in the pool).
+        admission=Admission(max_connections=args.max_connections),
         on_error=on_error,
+        on_event=on_event,
     )
     bound: Bound[Conn, IPAddress] = spec.bind()
 
@@ -77,7 +94,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"listening on {format_address(served.address)}", file=sys.stderr, flush=True)
 
     report = run(bound, drain_seconds=args.drain_seconds, ready=ready)
-    print(json.dumps(report.summary()), flush=True)
+    print(json.dumps({**report.summary(), "stats": bound.stats()._asdict(), "events": dict(seen)}), flush=True)
     return 0
 
 

@@ -15,18 +15,30 @@ import attrs
 from typing_extensions import Self
 
 from ._runtime.lifecycle import Runtime
+from ._runtime.pipeline import Admission as _Limits
 from ._types import IPAddress, Predicate, _AddrT
 from ._validate import check_seconds, seconds
 from .abc import Dispatcher, Gate, Handler, Request, Transport
+from .admission import Admission
 from .connections import StreamConnection
 from .deadlines import Deadlines
-from .events import Connection, DrainReport
+from .events import (
+    Connection,
+    ConnectionClosed,
+    DrainReport,
+    Event,
+    EventSink,
+    HandlerFinished,
+    Rejected,
+    Stats,
+)
 from .dispatchers import Inline
 from .handlers import check_handler
 
 __all__ = ("Bound", "ErrorHandler", "Server", "run", "server")
 
 log: Final = logging.getLogger("servekit.server")
+events_log: Final = logging.getLogger("servekit.events")
 
 _ReqT = TypeVar("_ReqT", bound=Request[object])
 
@@ -76,6 +88,18 @@ class Server(Generic[_ReqT, _AddrT]):
             (:mod:`servekit.gates`: ``first_line()``, ``any_byte()``,
             ``at_least(n)``), and close it if it does not come within the
             gate's timeout.
+        admission: limits on the connections held at a time, in all and per
+            peer (:class:`~servekit.Admission`); refusals are counted and
+            reported as events.
+        on_event: called with every lifecycle event (:mod:`servekit.events`:
+            accepted, rejected, accept failed, handler started and finished,
+            connection closed, drain started and finished), frozen values, on
+            the thread where it happens; it must be quick and thread-safe.  Its
+            exceptions are logged and otherwise ignored.  Without it, events
+            are logged on the ``servekit.events`` logger: rejections at INFO,
+            the rest at DEBUG -- the routine ones (accepted, started,
+            finished, closed) only if that logger was enabled for DEBUG when
+            the server was bound.
 
     Raises:
         TypeError, ValueError: an option is of the wrong type or value.
@@ -90,6 +114,8 @@ class Server(Generic[_ReqT, _AddrT]):
     service_actions: Callable[[], object] | None = attrs.field(default=None, eq=False, kw_only=True)
     deadlines: Deadlines | None = attrs.field(default=None, kw_only=True)
     gate: Gate | None = attrs.field(default=None, kw_only=True)
+    admission: Admission | None = attrs.field(default=None, kw_only=True)
+    on_event: EventSink | None = attrs.field(default=None, eq=False, kw_only=True)
 
     def bind(self) -> Bound[_ReqT, _AddrT]:
         """Create, bind and listen; return the handle that serves.
@@ -137,6 +163,40 @@ def _reporter(spec: Server[_ReqT, _AddrT], where: str) -> Callable[[_ReqT, Excep
     return report_to
 
 
+def _log_event(event: Event) -> None:
+    """The default event sink: the ``servekit.events`` logger."""
+    if isinstance(event, Rejected):
+        events_log.info("refused a connection from %r: %s", event.peer, event.reason)
+    elif events_log.isEnabledFor(logging.DEBUG):
+        if isinstance(event, HandlerFinished) and event.exception is not None:
+            events_log.debug("handler for %r raised after %.3f s: %r", event.peer, event.seconds, event.exception)
+        elif isinstance(event, ConnectionClosed):
+            events_log.debug("connection from %r closed (%s) after %.3f s", event.peer, event.reason, event.seconds)
+        else:
+            events_log.debug("%r", event)
+
+
+def _sink(spec: Server[_ReqT, _AddrT]) -> tuple[Callable[[Event], None], bool]:
+    """The pipeline's event sink, and whether it wants the routine events."""
+    on_event = spec.on_event
+    if on_event is None:
+        return _log_event, events_log.isEnabledFor(logging.DEBUG)
+
+    def emit(event: Event) -> None:
+        try:
+            on_event(event)
+        except Exception:
+            log.exception("on_event failed for %r", event)
+
+    return emit, True
+
+
+def _limits(admission: Admission | None) -> _Limits | None:
+    if admission is None or (admission.max_connections is None and admission.per_peer is None):
+        return None
+    return _Limits(admission.max_connections, admission.per_peer, admission.busy)
+
+
 class _Handle(Generic[_ReqT, _AddrT]):
     """What a :class:`Bound` handle stands for: its description and its running state."""
 
@@ -170,6 +230,7 @@ class Bound(Generic[_ReqT, _AddrT]):
     __slots__ = ("__weakref__",)
 
     def __init__(self, spec: Server[_ReqT, _AddrT]) -> None:
+        emit, routine = _sink(spec)
         listener = spec.transport.listen()
         runtime = Runtime(
             listener,
@@ -184,6 +245,9 @@ class Bound(Generic[_ReqT, _AddrT]):
             spec.timeout,
             spec.gate,
             _setup(spec.deadlines) if listener.socket.type == socket.SOCK_STREAM else None,
+            emit=emit,
+            routine=routine,
+            admission=_limits(spec.admission),
         )
         _handles[self] = cast("_Handle[Request[object], object]", _Handle(spec, runtime))
 
@@ -287,8 +351,9 @@ class Bound(Generic[_ReqT, _AddrT]):
         handler that does not touch its socket -- sleeping, computing --
         is not interrupted by the cut).
 
-        Requests handled by a forked child are not waited for: the parent
-        counts them finished when the child starts.
+        Requests handled by forked children are waited for too (each child
+        reports its end to the parent); at the deadline the children left are
+        sent SIGTERM, and SIGKILL after a grace of a second.
         """
         check_seconds("seconds", seconds)
         return _handle(self).runtime.drain(seconds)
@@ -301,6 +366,34 @@ class Bound(Generic[_ReqT, _AddrT]):
     def connections(self) -> list[Connection]:
         """The connections (or datagrams) taken and not yet released: peer, age, state -- a snapshot."""
         return _handle(self).runtime.pipeline.connections()
+
+    def stats(self) -> Stats:
+        """A snapshot of the server's counters (:class:`~servekit.events.Stats`; ``.prometheus()`` renders it)."""
+        return _handle(self).runtime.stats()
+
+    def close_clients(self, where: Callable[[Connection], bool] | None = None) -> list[Connection]:
+        """Close live stream connections -- those *where* selects, or all -- from any thread.
+
+        A connection with a worker has its socket shut down, so its handler's
+        next read or write fails (a handler busy elsewhere is not interrupted)
+        and the worker releases it; one held at the gate is closed at once.
+        Each is reported closed with reason ``"closed"``.  The server goes on
+        serving.  Connections held by forked children are not the parent's
+        to close and are left alone; datagrams have nothing to close.  Returns
+        the connections closed (a snapshot, as :meth:`connections` gives).
+        To close one: ``bound.close_clients(lambda c: c.peer == peer)``.
+        """
+        return _handle(self).runtime.pipeline.close_clients(where, abort=False)
+
+    def abort_clients(self, where: Callable[[Connection], bool] | None = None) -> list[Connection]:
+        """As :meth:`close_clients`, but each connection is reset, not closed in order.
+
+        Its socket is shut down for reading only (a blocked read in the
+        handler ends) and, when it is released, closed with ``SO_LINGER`` 0:
+        the client gets a reset, and no FIN before it.  Reported closed with
+        reason ``"aborted"``.
+        """
+        return _handle(self).runtime.pipeline.close_clients(where, abort=True)
 
     def close(self) -> None:
         """Stop serving, close the socket, release the workers.  Idempotent.

@@ -383,7 +383,7 @@ class TestCloseClients:
                     aborted.recv(16)
                 kept.sendall(b"still\n")
                 assert recv_line(kept) == b"still\n"
-        assert (closed.peer, closed.reason) == (peer, "closed")
+        assert (closed.peer, closed.reason) == (peer, "aborted")
 
     def test_close_clients_closes_a_connection_held_at_the_gate(self) -> None:
         log = EventLog()

@@ -142,9 +142,22 @@ def test_slow_clients_are_held_without_workers_and_closed_at_their_deadline() ->
         finally:
             for sock in slow:
                 sock.close()
-        status, _, _ = ex.terminate()
+        status, report, _ = ex.terminate()
     assert status == 0
     assert len(closed_at) == 1000, f"{1000 - len(closed_at)} slow connections were not closed"
+    # The server's own books agree: the 1,000 were closed at the gate, no
+    # worker ran for them, and every normal client was handled.
+    stats = report["stats"]
+    events = report["events"]
+    assert isinstance(stats, dict) and isinstance(events, dict)
+    normal = len(latencies)
+    assert stats["connections_gate_closed_total"] == 1000, stats
+    assert stats["connections_accepted_total"] == 1000 + normal, stats
+    assert stats["handler_duration_seconds_count"] == normal, stats
+    assert stats["connections_closed_total"] == 1000 + normal, stats
+    assert stats["connections_active"] == 0, stats
+    assert events["Accepted"] == events["ConnectionClosed"] == 1000 + normal, events
+    assert events["HandlerStarted"] == events["HandlerFinished"] == normal, events
     # Closed within a few seconds of the deadline (counted from when all were open).
     assert max(closed_at.values()) - opened < idle + 3.0
     assert min(closed_at.values()) - opened >= idle - 0.5
@@ -186,6 +199,10 @@ def test_two_thousand_simultaneous_connects_are_all_answered() -> None:
         status, report, _ = ex.terminate()
     assert [answers[i] for i in range(2000)] == [b"n%d\n" % i for i in range(2000)]
     assert status == 0 and report["cut"] == 0
+    stats = report["stats"]
+    assert isinstance(stats, dict)
+    assert stats["connections_accepted_total"] == 2000 and stats["connections_rejected_total"] == 0, stats
+    assert stats["handler_duration_seconds_count"] == 2000 and stats["handler_errors_total"] == 0, stats
 
 
 def test_drain_answers_everything_in_flight_and_queued() -> None:
@@ -241,9 +258,12 @@ def test_drain_deadline_cuts_what_is_left() -> None:
     assert status == 0
     assert report["cut"] == 5, report
     assert took < 3.5, took
+    stats = report["stats"]
+    assert isinstance(stats, dict) and stats["connections_cut_total"] == 5, stats
 
 
 def test_an_idle_server_drains_at_once() -> None:
     with example("--drain-seconds", "0") as ex:
         status, report, took = ex.terminate()
-    assert status == 0 and report == {"finished": 0, "cut": 0, "seconds": report["seconds"], "cut_connections": []}
+    assert status == 0 and report["finished"] == 0 and report["cut"] == 0 and report["cut_connections"] == []
+    assert report["events"] == {"DrainStarted": 1, "DrainFinished": 1}, report

@@ -33,6 +33,7 @@ LAYERS = [
     "transports",
     "deadlines",
     "gates",
+    "admission",
     "servers",
     "testing",
     "_api",
@@ -88,7 +89,7 @@ def _imports(name: str, path: Path) -> set[str]:
 
 def test_all_is_complete_and_sorted() -> None:
     public = {name for name in dir(servekit) if not name.startswith("_")}
-    modules = {"abc", "events", "gates", "servers", "acceptors", "connections", "dispatchers", "errors", "handlers", "testing", "transports", "deadlines", "classic"}
+    modules = {"abc", "admission", "events", "gates", "servers", "acceptors", "connections", "dispatchers", "errors", "handlers", "testing", "transports", "deadlines", "classic"}
     assert set(servekit.__all__) == public - modules
     assert list(servekit.__all__) == sorted(servekit.__all__)
 
@@ -203,8 +204,10 @@ def test_the_bound_handle_shows_only_its_documented_members() -> None:
         # (On 3.11 typing.Generic itself adds _is_protocol to every generic class.)
         members = [name for name in dir(bound) if not name.startswith("__") and name not in dir(Generic)]
         assert members == [
+            "abort_clients",
             "address",
             "close",
+            "close_clients",
             "closed",
             "connections",
             "drain",
@@ -216,5 +219,6 @@ def test_the_bound_handle_shows_only_its_documented_members() -> None:
             "serve_forever",
             "server",
             "shutdown",
+            "stats",
         ]
         assert not hasattr(bound, "__dict__")

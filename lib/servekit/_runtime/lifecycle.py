@@ -17,11 +17,15 @@ from typing import Generic, TypeVar, final
 
 from ..abc import Acceptor, Dispatcher, Gate, Listener, Request, Workers
 from ..errors import ServerClosedError
-from ..events import Connection, DrainReport
+from ..events import Connection, DrainFinished, DrainReport, DrainStarted, Event, Stats
 from .loop import Loop, Run
-from .pipeline import Pipeline
+from .pipeline import Admission, Pipeline
+from .workers import ChildWorkers
 
 __all__ = ("Runtime",)
+
+#: How long a drain gives forked children, signalled at its deadline, before killing them.
+CHILD_GRACE = 1.0
 
 _ReqT = TypeVar("_ReqT", bound=Request[object])
 _AddrT = TypeVar("_AddrT")
@@ -34,6 +38,7 @@ class Runtime(Generic[_ReqT, _AddrT]):
     __slots__ = (
         "_close_lock",
         "_closed",
+        "_emit",
         "_fatal",
         "_service",
         "draining",
@@ -56,8 +61,13 @@ class Runtime(Generic[_ReqT, _AddrT]):
         timeout: float | None,
         gate: Gate | None = None,
         setup: Callable[[_ReqT], _ReqT] | None = None,
+        *,
+        emit: Callable[[Event], None],
+        routine: bool = True,
+        admission: Admission | None = None,
     ) -> None:
         self.listener = listener
+        self._emit = emit
         self.draining = threading.Event()
         self.timeout = timeout
         self._service = service_actions
@@ -67,7 +77,19 @@ class Runtime(Generic[_ReqT, _AddrT]):
         self.loop = Loop(self)
         sock = listener.socket
         self.pipeline = Pipeline(
-            sock, listener.name, acceptor, handler, verify, report, self.loop, self._worker_failed, gate, setup
+            sock,
+            listener.name,
+            acceptor,
+            handler,
+            verify,
+            report,
+            self.loop,
+            self._worker_failed,
+            gate,
+            setup,
+            emit=emit,
+            routine=routine,
+            admission=admission,
         )
         try:
             sock.setblocking(False)
@@ -84,7 +106,9 @@ class Runtime(Generic[_ReqT, _AddrT]):
     # -- the loop's owner ------------------------------------------------------
 
     def loop_run(self) -> Run:
-        return Run({self.listener.socket.fileno(): self.pipeline.take}, self._on_wake, self.workers.capacity)
+        pipeline = self.pipeline
+        intake, watched = pipeline.sources()
+        return Run(intake, self._on_wake, pipeline.capacity(self.workers.capacity), watched)
 
     def _on_wake(self) -> None:
         self.workers.service_actions()
@@ -131,6 +155,7 @@ class Runtime(Generic[_ReqT, _AddrT]):
         self.listener.close()
         self.pipeline.release_parked()
         self.workers.close()
+        self.pipeline.close()
 
     def drain(self, seconds: float) -> DrainReport:
         """Stop taking new connections, finish what is in flight until *seconds* pass, cut the rest.
@@ -144,6 +169,7 @@ class Runtime(Generic[_ReqT, _AddrT]):
         start = time.monotonic()
         deadline = start + seconds
         pipeline = self.pipeline
+        self._emit(DrainStarted(seconds))
         self.draining.set()
         pipeline.start_draining()
         swept = threading.Event()
@@ -179,7 +205,17 @@ class Runtime(Generic[_ReqT, _AddrT]):
             cut_all()
         done.wait(1.0)
         self.loop.shutdown()
-        return DrainReport(finished[0] if finished else 0, len(cut), time.monotonic() - start, tuple(cut))
+        workers = self.workers
+        if cut and isinstance(workers, ChildWorkers):
+            # A forked child's socket is not the parent's to shut: the child
+            # is stopped instead (SIGTERM, then SIGKILL after a grace).
+            workers.terminate(CHILD_GRACE)
+        report = DrainReport(finished[0] if finished else 0, len(cut), time.monotonic() - start, tuple(cut))
+        self._emit(DrainFinished(report))
+        return report
+
+    def stats(self) -> Stats:
+        return self.pipeline.stats()
 
     def check_open(self) -> None:
         if self._closed:

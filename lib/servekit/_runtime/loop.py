@@ -83,11 +83,15 @@ class Run(NamedTuple):
             taken now, or the fds that turn readable when capacity may have
             come back (pidfds of child processes); an empty sequence makes
             the loop ask again every :data:`SATURATED_POLL` seconds.
+        watched: fd -> callback of sources that are not intake (a forked
+            dispatcher's report pipe): watched for the whole run, whatever
+            back-off, capacity or a drain does to the intake.
     """
 
     intake: Mapping[int, Callback]
     service: Callback
     capacity: Callable[[], Sequence[int] | None] | None
+    watched: Mapping[int, Callback] = {}
 
 
 class Owner(Protocol):
@@ -261,6 +265,8 @@ class Loop:
             return
         service, capacity = run.service, run.capacity
         waiter.open(intake)
+        for fd, callback in run.watched.items():
+            waiter.watch(fd, callback)
         poll = waiter.poller.poll
         callbacks = waiter.callbacks
         timers = self._timers
