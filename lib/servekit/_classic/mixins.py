@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import os
 import threading
 from collections.abc import Callable, Sequence
@@ -23,6 +24,30 @@ if TYPE_CHECKING:
     _MixInBase = BaseServer
 else:
     _MixInBase = object
+
+
+#: Below this many young objects the collector's count is never looked at
+#: further before a fork (see :func:`_room_for_the_child`).
+_FEW_YOUNG = 100
+
+
+def _room_for_the_child() -> None:
+    """Collect the youngest generation now if a forked child would soon do it itself.
+
+    A child inherits the collector's count of young objects.  When the
+    parent forks with that count near the threshold, the child's first few
+    allocations start a collection, and a collection writes to every young
+    object, so the child copies each page they sit on: about 65 page faults
+    more per request (a fork-per-datagram server, Python 3.12).  Whether a
+    server's count rests there is decided by its start-up, so a server either
+    pays this in every child or in none.  Collecting the young generation in
+    the parent once the count is past half the threshold leaves every child
+    that headroom; the parent collects a little earlier than it would have,
+    which is all that changes (nothing is frozen, the thresholds stay).
+    """
+    young = gc.get_count()[0]
+    if young > _FEW_YOUNG and young * 2 > gc.get_threshold()[0] > 0 and gc.isenabled():
+        gc.collect(0)
 
 
 # -- mix-ins ------------------------------------------------------------------
@@ -100,6 +125,7 @@ if hasattr(os, "fork"):
             # The core's child workers fork, track, limit and reap; the child
             # runs the classic stages and leaves with os._exit (never returns).
             children = self._servekit_children()
+            _room_for_the_child()
             children.dispatch((request, client_address))
             active = self.active_children
             if active is not children.pids:
