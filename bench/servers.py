@@ -206,12 +206,20 @@ def servekit_build(dispatcher: str, **options: int) -> Build:
 
 
 def production_build(proto: Proto, host: str, poll_interval: float) -> Serving:
-    """The composition of examples/production_server.py: a pool, a first-line gate, a request deadline."""
+    """The composition of examples/production_server.py: a pool, a first-line gate, a request
+    deadline, a connection limit, and an event sink counting every lifecycle event."""
+    import collections
+
     import servekit
 
     def echo(conn: servekit.StreamConnection) -> None:
         for line in conn.rfile:
             conn.wfile.write(line)
+
+    seen: collections.Counter[str] = collections.Counter()
+
+    def on_event(event: servekit.Event) -> None:
+        seen.update((type(event).__name__,))
 
     spec = servekit.server(
         servekit.tcp(host, 0),
@@ -219,6 +227,8 @@ def production_build(proto: Proto, host: str, poll_interval: float) -> Serving:
         dispatcher=servekit.pooled(workers=32, queue=128, block_on_close=False),
         gate=servekit.first_line(timeout=5.0),
         deadlines=servekit.Deadlines(request=5.0),
+        admission=servekit.Admission(max_connections=10_000),
+        on_event=on_event,
     )
     return _BoundServing(spec.bind(), poll_interval)
 
