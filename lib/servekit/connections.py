@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import errno
 import io
+import select
 import socket
+import struct
 from time import monotonic
 from typing import TYPE_CHECKING, Generic, Literal, cast, final
 
@@ -34,6 +36,9 @@ _WHAT = {
 
 #: A limit this long (about 31 years) is no limit: ``settimeout()`` overflows not far above it.
 _FOREVER = 1e9
+
+#: SO_RCVTIMEO's value, a ``struct timeval`` (all zero: no timeout).
+_TIMEVAL = struct.Struct("@ll")
 
 
 class DeadlineExceeded(TimeoutError):
@@ -78,6 +83,7 @@ class _DeadlineClock:
         "first_byte",
         "first_byte_at",
         "idle",
+        "kernel_wait",
         "lifetime",
         "lifetime_at",
         "received",
@@ -108,6 +114,9 @@ class _DeadlineClock:
         #: Bytes read off the socket through ``rfile``, and sent through ``wfile``.
         self.received = 0
         self.sent = 0
+        #: The socket's SO_RCVTIMEO, in seconds, while ``rfile``'s reads use it
+        #: (0.0: not set); None once the handler has the socket itself.
+        self.kernel_wait: float | None = 0.0
 
     def wait(self, reading: bool) -> tuple[float | None, _DeadlineName]:
         """The longest the next read (or write) may wait, and the deadline that bounds it.
@@ -140,11 +149,6 @@ class _DeadlineClock:
         exc = self.exceeded = DeadlineExceeded(which, cast("float", limit))
         return exc
 
-    def wrote(self) -> None:
-        """A write through ``wfile`` finished: the client's next request may take ``request`` again."""
-        if self.request is not None:
-            self.request_at = monotonic() + self.request
-
     def __repr__(self) -> str:
         limits = ", ".join(
             f"{name}={value}"
@@ -163,22 +167,42 @@ def _limit(seconds: float | None) -> float | None:
     return None if seconds is None or seconds >= _FOREVER else float(seconds)
 
 
+def _set_kernel_wait(sock: socket.socket, clock: _DeadlineClock, seconds: float) -> None:
+    """Set *sock*'s SO_RCVTIMEO to *seconds* (at least a millisecond: zero would be none)."""
+    seconds = max(seconds, 0.001)
+    whole = int(seconds)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, _TIMEVAL.pack(whole, int((seconds - whole) * 1e6)))
+    clock.kernel_wait = seconds
+
+
 @final
 class _ConnectionReader(io.RawIOBase):
     """The raw reader under ``rfile`` of a connection with deadlines or a prefix.
 
     ``readinto`` first hands out *prefix* (bytes already read off the
     socket), then reads the socket, each ``recv_into`` bounded by the
-    clock's tightest deadline.
+    clock's tightest deadline.  The socket's own timeout (the ``idle``
+    limit) is never changed here, so a read costs the system calls of a
+    plain read:
+
+    - a blocking socket (no ``idle`` limit) waits in the kernel, under an
+      SO_RCVTIMEO no longer than the deadline: a read that times out before
+      the deadline (the timeout is set a little short, so that it need not be
+      set again for every read) sets it to what is left and reads again.
+      Once the handler takes the socket itself (:attr:`StreamConnection.socket`)
+      SO_RCVTIMEO is cleared, and the next case applies;
+    - otherwise a deadline tighter than the socket's timeout is waited for
+      with ``poll()`` before the read.
     """
 
-    __slots__ = ("_clock", "_prefix", "_sock")
+    __slots__ = ("_clock", "_poller", "_prefix", "_sock")
 
     def __init__(self, sock: socket.socket, clock: _DeadlineClock | None, prefix: bytes) -> None:
         super().__init__()
         self._sock: socket.socket | None = sock
         self._clock = clock
         self._prefix = memoryview(prefix) if prefix else None
+        self._poller: select.poll | None = None
 
     def readable(self) -> bool:
         return True
@@ -201,18 +225,47 @@ class _ConnectionReader(io.RawIOBase):
         if clock is None:
             return sock.recv_into(buffer)
         timeout, which = clock.wait(True)
-        sock.settimeout(timeout)
+        idle = clock.idle
+        if timeout is not None and timeout != idle:  # a deadline tighter than the socket's timeout
+            wait = clock.kernel_wait
+            if idle is None and wait is not None:  # a blocking socket: SO_RCVTIMEO bounds the read
+                if not wait or wait > timeout:
+                    # A little short: the next reads' deadlines, a little later, need no new value.
+                    _set_kernel_wait(sock, clock, timeout - min(timeout * 0.125, 0.5))
+                try:
+                    count = sock.recv_into(buffer)
+                except BlockingIOError:  # SO_RCVTIMEO passed
+                    count = self._read_again(sock, buffer, clock)
+                if count:
+                    clock.first_byte_at = None
+                    clock.received += count
+                return count
+            poller = self._poller
+            if poller is None:
+                poller = self._poller = select.poll()
+                poller.register(sock, select.POLLIN)
+            # (Milliseconds, rounded up: never woken before the deadline.)
+            if not poller.poll(timeout * 1000.0):
+                raise clock.exceed(which)
         try:
             count = sock.recv_into(buffer)
         except TimeoutError:
             raise clock.exceed(which) from None
-        finally:
-            if timeout != clock.idle:
-                sock.settimeout(clock.idle)
         if count:
             clock.first_byte_at = None
             clock.received += count
         return count
+
+    @staticmethod
+    def _read_again(sock: socket.socket, buffer: Buffer, clock: _DeadlineClock) -> int:
+        """After SO_RCVTIMEO passed: raise if the deadline did too, else wait for what is left of it."""
+        while True:
+            timeout, _ = clock.wait(True)  # raises DeadlineExceeded
+            _set_kernel_wait(sock, clock, cast("float", timeout))
+            try:
+                return sock.recv_into(buffer)
+            except BlockingIOError:
+                pass
 
     def fileno(self) -> int:
         sock = self._sock
@@ -223,6 +276,7 @@ class _ConnectionReader(io.RawIOBase):
     def close(self) -> None:
         self._sock = None
         self._prefix = None
+        self._poller = None
         super().close()
 
 
@@ -231,7 +285,9 @@ class _DeadlineSender:
     """In a :class:`SocketWriter`, the socket of a connection with deadlines.
 
     ``sendall`` is bounded by the idle and lifetime deadlines and restarts
-    the request deadline when it is done.
+    the request deadline when it is done.  While the idle limit is the
+    tightest (the usual case), the socket's own timeout is that limit
+    already, and is not set again.
     """
 
     __slots__ = ("_clock", "_sock")
@@ -243,17 +299,26 @@ class _DeadlineSender:
     def sendall(self, data: Buffer, /) -> None:
         sock = self._sock
         clock = self._clock
-        timeout, which = clock.wait(False)
-        sock.settimeout(timeout)
-        try:
-            sock.sendall(data)
-        except TimeoutError:
-            raise clock.exceed(which) from None
-        finally:
-            if timeout != clock.idle:
-                sock.settimeout(clock.idle)
-        clock.sent += memoryview(data).nbytes
-        clock.wrote()
+        idle = clock.idle
+        if clock.lifetime_at is None and clock.exceeded is None:
+            # Only the idle limit bounds a write: it is the socket's own timeout.
+            try:
+                sock.sendall(data)
+            except TimeoutError:
+                raise clock.exceed("idle") from None
+        else:
+            timeout, which = clock.wait(False)
+            sock.settimeout(timeout)
+            try:
+                sock.sendall(data)
+            except TimeoutError:
+                raise clock.exceed(which) from None
+            finally:
+                sock.settimeout(idle)
+        clock.sent += len(data) if type(data) is bytes else memoryview(data).nbytes
+        request = clock.request
+        if request is not None:  # the client's next request may take the request limit again
+            clock.request_at = monotonic() + request
 
     def fileno(self) -> int:
         return self._sock.fileno()
@@ -352,6 +417,16 @@ class StreamConnection(Generic[_AddrT_co]):
     @property
     def socket(self) -> socket.socket:
         """The connected socket (blocking; with deadlines, its timeout is the ``idle`` limit)."""
+        clock = self._clock
+        if clock is not None and clock.kernel_wait is not None:
+            # rfile's reads may have left an SO_RCVTIMEO on it: clear it, and
+            # make them bound their waits otherwise from now on.
+            if clock.kernel_wait:
+                try:
+                    self._socket.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, _TIMEVAL.pack(0, 0))
+                except OSError:
+                    pass  # closed: nothing to clear
+            clock.kernel_wait = None
         return self._socket
 
     @property
@@ -409,7 +484,8 @@ class StreamConnection(Generic[_AddrT_co]):
 
 def _traffic(request: object) -> tuple[int | None, int | None]:
     """Bytes in and out of *request* where they were counted (a connection with deadlines), else ``None``."""
-    clock = getattr(request, "_clock", None) if type(request) is StreamConnection else None
+    # (This module's own class: its clock is not private to this function.)
+    clock = request._clock if isinstance(request, StreamConnection) else None
     if clock is None:
         return None, None
     return clock.received, clock.sent

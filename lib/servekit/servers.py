@@ -15,7 +15,6 @@ import attrs
 from typing_extensions import Self
 
 from ._runtime.lifecycle import Runtime
-from ._runtime.pipeline import Admission as _Limits
 from ._types import IPAddress, Predicate, _AddrT
 from ._validate import check_seconds, seconds
 from .abc import Dispatcher, Gate, Handler, Request, Transport
@@ -191,10 +190,11 @@ def _sink(spec: Server[_ReqT, _AddrT]) -> tuple[Callable[[Event], None], bool]:
     return emit, True
 
 
-def _limits(admission: Admission | None) -> _Limits | None:
+def _limits(admission: Admission | None) -> Admission | None:
+    """*admission* if it sets a limit, else None (the pipeline then keeps no admission books)."""
     if admission is None or (admission.max_connections is None and admission.per_peer is None):
         return None
-    return _Limits(admission.max_connections, admission.per_peer, admission.busy)
+    return admission
 
 
 class _Handle(Generic[_ReqT, _AddrT]):

@@ -11,6 +11,7 @@ import math
 import pickle
 import re
 import socket
+import struct
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -53,6 +54,12 @@ def _cut(action: Callable[[], object]) -> tuple[DeadlineExceeded, float]:
 def _work(seconds: float) -> None:
     """Stands in for a handler's computation between a read and a write (nothing is waited for)."""
     threading.Event().wait(seconds)
+
+
+def _rcvtimeo(sock: socket.socket) -> float:
+    """*sock*'s SO_RCVTIMEO, in seconds (0: none)."""
+    seconds, micros = struct.unpack("@ll", sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, 16))
+    return float(seconds + micros / 1e6)
 
 
 def _recv_exactly(sock: socket.socket, count: int) -> bytes:
@@ -307,6 +314,39 @@ class TestSocket:
     def test_no_idle_leaves_the_socket_blocking(self, pair: Pair) -> None:
         conn = _connection(pair[0], Deadlines(request=0.2))
         assert conn.socket.gettimeout() is None
+        conn.close()
+
+    def test_reads_of_a_blocking_socket_wait_in_the_kernel(self, pair: Pair) -> None:
+        """Without idle, rfile bounds a read with SO_RCVTIMEO, set a little short of the deadline
+        and not set again while later deadlines are as far; a silent client is still cut on time."""
+        server_end, client_end = pair
+        conn = _connection(server_end, Deadlines(request=0.4))
+        client_end.sendall(b"one\n")
+        assert conn.rfile.readline() == b"one\n"
+        set_to = _rcvtimeo(server_end)
+        assert 0.2 < set_to < 0.4  # (and the socket stays blocking)
+        assert server_end.gettimeout() is None
+        conn.wfile.write(b"ok\n")  # the request deadline starts again
+        client_end.sendall(b"two\n")
+        assert conn.rfile.readline() == b"two\n"
+        assert _rcvtimeo(server_end) == set_to  # not set again
+        exc, took = _cut(conn.rfile.readline)  # silent: SO_RCVTIMEO passes first, then the deadline
+        assert exc.which == "request"
+        assert 0.3 <= took < 0.4 + SLACK
+        conn.close()
+
+    def test_taking_the_socket_clears_the_kernel_timeout(self, pair: Pair) -> None:
+        server_end, client_end = pair
+        conn = _connection(server_end, Deadlines(request=0.3))
+        client_end.sendall(b"one\n")
+        assert conn.rfile.readline() == b"one\n"
+        assert _rcvtimeo(server_end) > 0
+        assert conn.socket is server_end
+        assert _rcvtimeo(server_end) == 0  # a direct read blocks, as the docs say
+        client_end.sendall(b"two")  # a trickle: rfile's reads still meet the deadline, by poll()
+        exc, took = _cut(conn.rfile.readline)
+        assert exc.which == "request"
+        assert took < 0.3 + SLACK
         conn.close()
 
     def test_files_report_the_socket(self, pair: Pair) -> None:

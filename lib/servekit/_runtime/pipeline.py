@@ -26,7 +26,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from functools import partial
-from typing import Final, Generic, TypeVar, final
+from typing import Final, Generic, Protocol, TypeVar, final
 
 from ..abc import Acceptor, Gate, Request, Workers
 from ..connections import _traffic
@@ -79,21 +79,20 @@ _CHILD_RECORD: Final = struct.Struct("=Qd?qq48s")
 _LINGER_0: Final = struct.pack("ii", 1, 0)
 
 
-@final
-class Admission:
-    """The admission limits the pipeline applies (:class:`servekit.Admission`, resolved)."""
+class Admission(Protocol):
+    """What the pipeline reads of its admission limits: :class:`servekit.Admission`.
 
-    __slots__ = ("busy", "max_connections", "per_peer")
+    A protocol, so that the runtime does not import the attrs class.
+    """
 
-    def __init__(
-        self,
-        max_connections: int | None,
-        per_peer: int | None,
-        busy: Callable[[socket.socket, object], object] | None,
-    ) -> None:
-        self.max_connections = max_connections
-        self.per_peer = per_peer
-        self.busy = busy
+    @property
+    def max_connections(self) -> int | None: ...
+
+    @property
+    def per_peer(self) -> int | None: ...
+
+    @property
+    def busy(self) -> Callable[[socket.socket, object], object] | None: ...
 
 
 def _peer_key(peer: object) -> object:
@@ -129,7 +128,6 @@ class Pipeline(Generic[_ReqT]):
         "_in_child",
         "_listener",
         "_live",
-        "_lock",
         "_loop",
         "_name",
         "_parked",
@@ -138,6 +136,7 @@ class Pipeline(Generic[_ReqT]):
         "_rejected",
         "_release",
         "_report",
+        "_reports_lock",
         "_room",
         "_routine",
         "_setup",
@@ -179,15 +178,16 @@ class Pipeline(Generic[_ReqT]):
         # id(request) -> why it is being closed, for those closed on purpose.
         self._closing: dict[int, str] = {}
         # Counted on the loop's thread only: requests taken (admitted), refused
-        # (per reason), closed at the gate, failed accept() calls; and the
-        # per-peer counts of live requests (under the lock when a worker ends one).
+        # (per reason), closed at the gate, failed accept() calls.
         self._taken = 0
         self._rejected: dict[str, int] = {}
         self._gated_out = 0
         self._accept_errors = 0
-        self._peers: dict[object, int] = {}
-        # Counted by the workers, under _counts_lock.
+        # Counted by the workers too, under _counts_lock (taken once per
+        # request's end): the per-peer counts of live requests, the handlers'
+        # and the closed connections' counters.
         self._counts_lock = threading.Lock()
+        self._peers: dict[object, int] = {}
         self._handled = 0
         self._handler_errors = 0
         self._handler_seconds = 0.0
@@ -195,7 +195,6 @@ class Pipeline(Generic[_ReqT]):
         self._cut_total = 0
         # While draining: set when no request is left.
         self._draining = False
-        self._lock = threading.Lock()
         self._idle = threading.Event()
         self._emit = emit
         # Whether the routine events (accepted, started, finished, closed)
@@ -211,6 +210,8 @@ class Pipeline(Generic[_ReqT]):
         self._child_reader = -1
         self._child_writer = -1
         self._children: dict[int, tuple[_ReqT, float]] = {}
+        # The loop's thread and the reaper both read the pipe.
+        self._reports_lock = threading.Lock()
         self._in_child = False
         # Hot-path callables, looked up once.
         self._accept = acceptor.accept
@@ -314,7 +315,7 @@ class Pipeline(Generic[_ReqT]):
         per_peer = admission.per_peer
         if per_peer is not None:
             key = _peer_key(request.client_address)
-            with self._lock:
+            with self._counts_lock:
                 held = self._peers.get(key, 0)
                 if held < per_peer:
                     self._peers[key] = held + 1
@@ -324,19 +325,20 @@ class Pipeline(Generic[_ReqT]):
         most = admission.max_connections
         if most is not None and len(self._live) >= most:
             if per_peer is not None:
-                self._peer_left(request)
+                with self._counts_lock:
+                    self._peer_left(request)
             self._reject(request, "max_connections", admission.busy)
             return False
         return True
 
     def _peer_left(self, request: _ReqT) -> None:
+        """One request of *request*'s peer has ended (under _counts_lock)."""
         key = _peer_key(request.client_address)
-        with self._lock:
-            held = self._peers.get(key, 0) - 1
-            if held > 0:
-                self._peers[key] = held
-            else:
-                self._peers.pop(key, None)
+        held = self._peers.get(key, 0) - 1
+        if held > 0:
+            self._peers[key] = held
+        else:
+            self._peers.pop(key, None)
 
     def _reject(
         self, request: _ReqT, reason: str, busy: Callable[[socket.socket, object], object] | None
@@ -439,45 +441,49 @@ class Pipeline(Generic[_ReqT]):
             self._end(entry.request, "dropped")  # type: ignore[arg-type]
 
     def _done(
-        self, request: _ReqT, reason: str = "finished", traffic: tuple[int | None, int | None] = (None, None)
+        self,
+        request: _ReqT,
+        reason: str = "finished",
+        traffic: tuple[int | None, int | None] = (None, None),
+        seconds: float | None = None,
+        failure: BaseException | None = None,
     ) -> None:
-        """*request* is released: count it, report it closed, wake a drain or a paused intake."""
+        """*request* is released: count it (and its handler's run, if it had one: *seconds*, *failure*),
+        report it closed, wake a drain or a paused intake."""
         key = id(request)
         entry = self._live.pop(key, None)
         reason = self._closing.pop(key, reason)
+        admission = self._admission
         with self._counts_lock:
             self._closed_total += 1
-        if self._admission is not None:
-            if self._admission.per_peer is not None:
+            if seconds is not None:
+                self._handled += 1
+                self._handler_seconds += seconds
+                if failure is not None:
+                    self._handler_errors += 1
+            if admission is not None and admission.per_peer is not None:
                 self._peer_left(request)
-            if self._paused and self._room is not None:
-                self._paused = False
-                self._room.set()
-        if self._routine and entry is not None:
-            bytes_in, bytes_out = traffic
-            self._emit(
-                ConnectionClosed(request.client_address, time.monotonic() - entry[1], reason, bytes_in, bytes_out)
-            )
+        if self._paused and self._room is not None:
+            self._paused = False
+            self._room.set()
+        if self._routine:
+            peer = request.client_address
+            if seconds is not None:
+                self._emit(HandlerFinished(peer, seconds, failure))
+            if entry is not None:
+                bytes_in, bytes_out = traffic
+                self._emit(ConnectionClosed(peer, time.monotonic() - entry[1], reason, bytes_in, bytes_out))
         if self._draining and not self._live:
             self._idle.set()
-
-    def _handler_ended(self, peer: object, seconds: float, exc: BaseException | None) -> None:
-        with self._counts_lock:
-            self._handled += 1
-            self._handler_seconds += seconds
-            if exc is not None:
-                self._handler_errors += 1
-        if self._routine:
-            self._emit(HandlerFinished(peer, seconds, exc))
 
     # -- draining, live connections, counters ---------------------------------
 
     def start_draining(self) -> None:
         """From now on, :meth:`wait_idle` returns when the last request has ended."""
-        with self._lock:
-            self._draining = True
-            if not self._live:
-                self._idle.set()
+        # No lock: wait_idle looks at _live again after every wake-up.
+        self._draining = True
+        if not self._live:
+            self._idle.set()
 
     def take_all(self) -> None:
         """Take every request waiting in the listen backlog (on the loop's thread)."""
@@ -630,8 +636,7 @@ class Pipeline(Generic[_ReqT]):
             if self._in_child:
                 self._child_report(request, handled, seconds, failure)
             else:
-                self._handler_ended(peer, seconds, failure)
-                self._done(request, "finished", _traffic(handled) if self._routine else (None, None))
+                self._done(request, "finished", _traffic(handled) if self._routine else (None, None), seconds, failure)
 
     def discard(self, request: _ReqT, /) -> None:
         self._discard(request)
@@ -676,7 +681,7 @@ class Pipeline(Generic[_ReqT]):
 
     def child_reports(self) -> int:
         """Read the forked children's reports (the loop's callback for the pipe); how many were read."""
-        with self._lock:
+        with self._reports_lock:
             try:
                 data = os.read(self._child_reader, _CHILD_RECORD.size * 256)
             except OSError:  # empty (or closed)
@@ -710,8 +715,7 @@ class Pipeline(Generic[_ReqT]):
         if entry is None:  # reported already
             return
         request, since = entry
-        self._handler_ended(request.client_address, time.monotonic() - since if seconds is None else seconds, failure)
-        self._done(request, "finished", traffic)
+        self._done(request, "finished", traffic, time.monotonic() - since if seconds is None else seconds, failure)
 
 
 def _not_started(request: object) -> None:
