@@ -30,7 +30,11 @@ class Deadlines:
     made (:meth:`clock`).  The limits bound what the handler does through
     ``rfile`` and ``wfile``: a handler busy between a read and a write is
     never interrupted (time it spends there counts only against
-    ``lifetime``, at its next read or write).
+    ``lifetime``, at its next read or write).  On a socket with no ``idle``
+    limit, ``rfile``'s reads wait in the kernel under ``SO_RCVTIMEO``;
+    taking ``conn.socket`` clears it, so direct reads block as documented
+    (only a raw read of the descriptor, ``os.read(rfile.fileno(), ...)``,
+    could see that timeout as ``BlockingIOError``).
 
     Attributes:
         first_byte: from the connection's start to the client's first byte
