@@ -24,9 +24,10 @@ import socket
 import struct
 import threading
 import time
+from time import monotonic
 from collections.abc import Callable, Sequence
 from functools import partial
-from typing import Final, Generic, Protocol, TypeVar, final
+from typing import Final, Generic, Protocol, TypeVar, cast, final
 
 from ..abc import Acceptor, Gate, Request, Workers
 from ..connections import _traffic
@@ -44,7 +45,7 @@ from ..events import (
 )
 from .loop import Loop
 from .pool import _Signal
-from .workers import ChildWorkers
+from .workers import ChildWorkers, InlineWorkers
 
 __all__ = ("Pipeline",)
 
@@ -111,8 +112,10 @@ class Pipeline(Generic[_ReqT]):
         "_child_reader",
         "_child_writer",
         "_children",
+        "_closed_seen",
         "_closing",
         "_counts_lock",
+        "_shared_counts",
         "_discard",
         "_dispatch",
         "_draining",
@@ -120,7 +123,7 @@ class Pipeline(Generic[_ReqT]):
         "_failed",
         "_gate",
         "_gated_out",
-        "_handled",
+        "_handled_seen",
         "_handler",
         "_handler_errors",
         "_handler_seconds",
@@ -132,6 +135,7 @@ class Pipeline(Generic[_ReqT]):
         "_name",
         "_parked",
         "_paused",
+        "_per_peer",
         "_peers",
         "_rejected",
         "_release",
@@ -142,10 +146,10 @@ class Pipeline(Generic[_ReqT]):
         "_setup",
         "_stream",
         "_taken",
+        "_unhandled",
         "_tcp",
         "_verify",
         "_cut_total",
-        "_closed_total",
     )
 
     def __init__(
@@ -185,13 +189,17 @@ class Pipeline(Generic[_ReqT]):
         self._accept_errors = 0
         # Counted by the workers too, under _counts_lock (taken once per
         # request's end): the per-peer counts of live requests, the handlers'
-        # and the closed connections' counters.
+        # time and errors, the requests that ended with no handler run.  (The
+        # closed are the taken less the live; the handled, the closed less
+        # the unhandled.)
         self._counts_lock = threading.Lock()
+        # The same lock while more than one thread may end requests, else None.
+        self._shared_counts: threading.Lock | None = self._counts_lock
         self._peers: dict[object, int] = {}
-        self._handled = 0
+        self._unhandled = 0
+        self._closed_seen = self._handled_seen = 0
         self._handler_errors = 0
         self._handler_seconds = 0.0
-        self._closed_total = 0
         self._cut_total = 0
         # While draining: set when no request is left.
         self._draining = False
@@ -201,6 +209,7 @@ class Pipeline(Generic[_ReqT]):
         # are made at all: not when nobody looks at them.
         self._routine = routine
         self._admission = admission
+        self._per_peer = admission is not None and admission.per_peer is not None
         # Made readable when a request ends while admission has paused the intake.
         self._room: _Signal | None = None
         self._paused = False
@@ -228,6 +237,9 @@ class Pipeline(Generic[_ReqT]):
     def start(self, workers: Workers[_ReqT]) -> None:
         """Dispatch to *workers* from now on."""
         self._dispatch = workers.dispatch
+        if isinstance(workers, InlineWorkers):
+            # Requests end on the loop's thread only: their counts need no lock.
+            self._shared_counts = None
         if isinstance(workers, ChildWorkers):
             self._child_reader, self._child_writer = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
 
@@ -300,7 +312,7 @@ class Pipeline(Generic[_ReqT]):
         admission = self._admission
         if admission is not None and not self._admit(request, admission):
             return True
-        self._live[id(request)] = (request, time.monotonic())
+        self._live[id(request)] = (request, monotonic())
         self._taken += 1
         if self._routine:
             self._emit(Accepted(request.client_address, self._name))
@@ -451,21 +463,26 @@ class Pipeline(Generic[_ReqT]):
         """*request* is released: count it (and its handler's run, if it had one: *seconds*, *failure*),
         report it closed, wake a drain or a paused intake."""
         key = id(request)
+        if self._closing:
+            reason = self._closing.pop(key, reason)
+        lock = self._shared_counts
+        if lock is not None:
+            lock.acquire()
+        if seconds is None:
+            self._unhandled += 1
+        else:
+            self._handler_seconds += seconds
+            if failure is not None:
+                self._handler_errors += 1
+        if self._per_peer:
+            self._peer_left(request)
+        if lock is not None:
+            lock.release()
+        # Counted closed from here (see stats()).
         entry = self._live.pop(key, None)
-        reason = self._closing.pop(key, reason)
-        admission = self._admission
-        with self._counts_lock:
-            self._closed_total += 1
-            if seconds is not None:
-                self._handled += 1
-                self._handler_seconds += seconds
-                if failure is not None:
-                    self._handler_errors += 1
-            if admission is not None and admission.per_peer is not None:
-                self._peer_left(request)
-        if self._paused and self._room is not None:
+        if self._paused:  # (only ever set with a _room)
             self._paused = False
-            self._room.set()
+            cast("_Signal", self._room).set()
         if self._routine:
             peer = request.client_address
             if seconds is not None:
@@ -516,8 +533,14 @@ class Pipeline(Generic[_ReqT]):
     def stats(self) -> Stats:
         """A snapshot of the counters."""
         with self._counts_lock:
-            handled, seconds, errors = self._handled, self._handler_seconds, self._handler_errors
-            closed, cut = self._closed_total, self._cut_total
+            seconds, errors, cut = self._handler_seconds, self._handler_errors, self._cut_total
+            # Read while the loop's thread and the workers go on: a request
+            # is live before it is counted taken, and counted unhandled before
+            # it is no longer live, so these can only lag, by a request or two;
+            # the high-water marks keep the totals from going back.
+            closed = max(self._closed_seen, self._taken - len(self._live))
+            handled = max(self._handled_seen, closed - self._unhandled)
+            self._closed_seen, self._handled_seen = closed, handled
         rejected = dict(self._rejected)
         return Stats(
             connections_accepted_total=self._taken,
@@ -547,7 +570,7 @@ class Pipeline(Generic[_ReqT]):
         now = time.monotonic()
         parked = {id(entry.request): fd for fd, entry in list(self._parked.items())}
         chosen: list[Connection] = []
-        to_unpark: list[int] = []
+        to_unpark: list[tuple[int, _ReqT]] = []  # (fd, request) of those held at the gate
         for key, (request, since) in list(self._live.items()):
             if key in self._children:
                 continue
@@ -566,15 +589,9 @@ class Pipeline(Generic[_ReqT]):
                 except OSError:
                     pass
             if state == "parked":
-                to_unpark.append(parked[key])
+                to_unpark.append((parked[key], request))
             else:
-                try:
-                    # Its handler's blocked read (or, without abort, write)
-                    # fails now; the worker releases it as usual.  An abort
-                    # sends no FIN: the release's close resets it.
-                    sock.shutdown(socket.SHUT_RD if abort else socket.SHUT_RDWR)
-                except OSError:
-                    pass
+                _shut(sock, abort)
         if to_unpark:
             if on_loop:
                 self._close_parked(to_unpark)
@@ -585,12 +602,18 @@ class Pipeline(Generic[_ReqT]):
                     self._close_parked(to_unpark)
         return chosen
 
-    def _close_parked(self, fds: list[int]) -> None:
-        for fd in fds:
+    def _close_parked(self, targets: list[tuple[int, _ReqT]]) -> None:
+        """On the loop's thread: close the connections *targets* found at the gate, as (fd, request)."""
+        for fd, request in targets:
+            key = id(request)
             entry = self._parked.get(fd)
-            if entry is not None:
+            if entry is not None and entry.request is request:
                 self._unpark(fd, entry)
-                self._end(entry.request, self._closing.get(id(entry.request), "closed"))  # type: ignore[arg-type]
+                self._end(request, self._closing.get(key, "closed"))
+            elif key in self._live:
+                # It went on to a worker meanwhile (its fd may even be another
+                # parked connection's by now): shut it down there.
+                _shut(self._socket(request), self._closing.get(key) == "aborted")
 
     def cut(self) -> tuple[list[Connection], int]:
         """Cut every request left (on the loop's thread, or with no loop running): shut their sockets.
@@ -615,11 +638,10 @@ class Pipeline(Generic[_ReqT]):
         """Set *request* up, handle it, release it, report a handler's or a release's ``Exception``."""
         setup = self._setup
         handled = request
-        peer = request.client_address
         if self._routine and not self._in_child:
-            self._emit(HandlerStarted(peer))
+            self._emit(HandlerStarted(request.client_address))
         failure: BaseException | None = None
-        started = time.monotonic()
+        started = monotonic()
         try:
             if setup is not None:
                 handled = setup(request)  # deadlines, in the worker
@@ -631,8 +653,14 @@ class Pipeline(Generic[_ReqT]):
             failure = exc
             raise
         finally:
-            seconds = time.monotonic() - started
-            self._let_go(request, handled)
+            seconds = monotonic() - started
+            if self._closing:  # (one closed by hand may need a reset)
+                self._let_go(request, handled)
+            else:
+                try:
+                    self._release(handled)
+                except Exception as exc:
+                    self._report(handled, exc)
             if self._in_child:
                 self._child_report(request, handled, seconds, failure)
             else:
@@ -716,6 +744,16 @@ class Pipeline(Generic[_ReqT]):
             return
         request, since = entry
         self._done(request, "finished", traffic, time.monotonic() - since if seconds is None else seconds, failure)
+
+
+def _shut(sock: socket.socket, abort: bool) -> None:
+    """Shut a running connection down: its handler's blocked read (or, without *abort*, write)
+    fails now, and its worker releases it as usual.  An abort sends no FIN: the release's
+    close resets it (SO_LINGER 0 is set already)."""
+    try:
+        sock.shutdown(socket.SHUT_RD if abort else socket.SHUT_RDWR)
+    except OSError:
+        pass
 
 
 def _not_started(request: object) -> None:
