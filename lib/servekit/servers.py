@@ -364,7 +364,12 @@ class Bound(Generic[_ReqT, _AddrT]):
         return _handle(self).runtime.draining
 
     def connections(self) -> list[Connection]:
-        """The connections (or datagrams) taken and not yet released: peer, age, state -- a snapshot."""
+        """The connections (or datagrams) taken and not yet released: peer, age, state -- a snapshot.
+
+        An ``inline()`` datagram server handles each datagram as it takes it,
+        on the serving thread: its datagrams are not listed (nor counted in
+        ``stats().connections_active``) unless ``on_event`` is given.
+        """
         return _handle(self).runtime.pipeline.connections()
 
     def stats(self) -> Stats:

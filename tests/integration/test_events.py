@@ -22,6 +22,7 @@ from servekit import (
     Accepted,
     ChildFailed,
     ConnectionClosed,
+    Datagram,
     Deadlines,
     Dispatcher,
     DrainFinished,
@@ -34,10 +35,12 @@ from servekit import (
     StreamConnection,
     first_line,
     forked,
+    inline,
     pooled,
     server,
     tcp,
     threaded,
+    udp,
 )
 from servekit.testing import EventLog, recv_line, serving, stream_exchange
 
@@ -158,6 +161,32 @@ class TestPlainExchange:
 
 @needs_fork
 @pytest.mark.fork
+def pong(datagram: Datagram[IPAddress]) -> None:
+    datagram.reply(datagram.data)
+
+
+class TestDatagrams:
+    @pytest.mark.parametrize("dispatcher", [inline(), pooled(workers=4)], ids=["inline", "pooled"])
+    @pytest.mark.parametrize("with_events", [False, True], ids=["no-sink", "sink"])
+    def test_each_datagram_is_counted_once_and_none_stays_active(self, dispatcher: Dispatcher, with_events: bool) -> None:
+        log = EventLog()
+        spec = server(udp("127.0.0.1", 0), pong, dispatcher=dispatcher, on_event=log if with_events else None)
+        with serving(spec.bind(), poll_interval=0.05) as bound:
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as client:
+                client.settimeout(TIMEOUT)
+                for k in range(N):
+                    client.sendto(b"ping %d" % k, bound.address)
+                    assert client.recv(64) == b"ping %d" % k
+            if with_events:
+                log.wait_for(ConnectionClosed, N, timeout=TIMEOUT)
+                assert len(log.of(Accepted)) == len(log.of(HandlerFinished)) == N
+        stats = bound.stats()  # the server has stopped: its books are final
+        assert stats.connections_accepted_total == stats.connections_closed_total == N
+        assert stats.handler_duration_seconds_count == N
+        assert stats.connections_active == 0 and stats.handler_errors_total == 0
+        assert stats.handler_duration_seconds_sum >= 0.0
+
+
 class TestForked:
     """The parent keeps the books of its children: events and counts come from their reports."""
 

@@ -20,7 +20,7 @@ from ..errors import ServerClosedError
 from ..events import Connection, DrainFinished, DrainReport, DrainStarted, Event, Stats
 from .loop import Loop, Run
 from .pipeline import Admission, Pipeline
-from .workers import ChildWorkers
+from .workers import ChildWorkers, InlineWorkers
 
 __all__ = ("Runtime",)
 
@@ -41,6 +41,7 @@ class Runtime(Generic[_ReqT, _AddrT]):
         "_emit",
         "_fatal",
         "_service",
+        "_tend",
         "draining",
         "listener",
         "loop",
@@ -98,6 +99,10 @@ class Runtime(Generic[_ReqT, _AddrT]):
             listener.close()
             raise
         self.pipeline.start(self.workers)
+        # Inline workers have nothing to service, and always have room: the
+        # loop need not ask them (two calls less per request).
+        inline = isinstance(self.workers, InlineWorkers)
+        self._tend: Callable[[], None] | None = None if inline else self.workers.service_actions
 
     @property
     def closed(self) -> bool:
@@ -108,10 +113,12 @@ class Runtime(Generic[_ReqT, _AddrT]):
     def loop_run(self) -> Run:
         pipeline = self.pipeline
         intake, watched = pipeline.sources()
-        return Run(intake, self._on_wake, pipeline.capacity(self.workers.capacity), watched)
+        room = None if self._tend is None else self.workers.capacity
+        return Run(intake, self._on_wake, pipeline.capacity(room), watched)
 
     def _on_wake(self) -> None:
-        self.workers.service_actions()
+        if self._tend is not None:
+            self._tend()
         if self._service is not None:
             self._service()
         if self._fatal is not None:

@@ -146,6 +146,7 @@ class Pipeline(Generic[_ReqT]):
         "_setup",
         "_stream",
         "_taken",
+        "_track",
         "_unhandled",
         "_tcp",
         "_verify",
@@ -197,6 +198,8 @@ class Pipeline(Generic[_ReqT]):
         self._shared_counts: threading.Lock | None = self._counts_lock
         self._peers: dict[object, int] = {}
         self._unhandled = 0
+        # Whether requests are kept in _live while they are handled.
+        self._track = True
         self._closed_seen = self._handled_seen = 0
         self._handler_errors = 0
         self._handler_seconds = 0.0
@@ -240,6 +243,9 @@ class Pipeline(Generic[_ReqT]):
         if isinstance(workers, InlineWorkers):
             # Requests end on the loop's thread only: their counts need no lock.
             self._shared_counts = None
+            # A datagram is handled within take(), on the loop's thread: it is
+            # never live while anything else runs, unless its events are made.
+            self._track = self._stream or self._routine
         if isinstance(workers, ChildWorkers):
             self._child_reader, self._child_writer = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
 
@@ -250,8 +256,10 @@ class Pipeline(Generic[_ReqT]):
             watched[self._child_reader] = self.child_reports
         return {self._listener.fileno(): self.take}, watched
 
-    def capacity(self, workers: Callable[[], Sequence[int] | None]) -> Callable[[], Sequence[int] | None]:
-        """The loop's capacity check: the admission limit's, then the workers'."""
+    def capacity(
+        self, workers: Callable[[], Sequence[int] | None] | None
+    ) -> Callable[[], Sequence[int] | None] | None:
+        """The loop's capacity check: the admission limit's, then the workers' (``None``: always room)."""
         room = self._room
         if room is None:
             return workers
@@ -262,13 +270,13 @@ class Pipeline(Generic[_ReqT]):
 
         def capacity() -> Sequence[int] | None:
             if len(live) < most:
-                return workers()
+                return None if workers is None else workers()
             # Paused: a request that ends from now on sets the signal.
             room.clear()
             self._paused = True
             if len(live) < most:  # (one ended before the flag was up)
                 self._paused = False
-                return workers()
+                return None if workers is None else workers()
             return room.fds
 
         return capacity
@@ -312,7 +320,8 @@ class Pipeline(Generic[_ReqT]):
         admission = self._admission
         if admission is not None and not self._admit(request, admission):
             return True
-        self._live[id(request)] = (request, monotonic())
+        if self._track:
+            self._live[id(request)] = (request, monotonic())
         self._taken += 1
         if self._routine:
             self._emit(Accepted(request.client_address, self._name))
