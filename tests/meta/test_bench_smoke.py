@@ -93,3 +93,15 @@ def test_instruction_counts() -> None:
     for name in ("classic.UDPServer", "stdlib.UDPServer"):
         assert re.search(rf"^  {re.escape(name)} +udp +[0-9,]+", proc.stdout, re.MULTILINE), proc.stdout
     assert re.search(r"stdlib\.UDPServer +[0-9.]+x$", proc.stdout, re.MULTILINE), proc.stdout
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_fork_cost() -> None:
+    """``python -m bench.forkcost``: a few requests of each forking server, figures per request."""
+    proc = _run("bench.forkcost", "--requests", "5", "--rounds", "1")
+    assert proc.returncode == 0, f"exit {proc.returncode}\n{proc.stderr[-4000:]}\n{proc.stdout[-2000:]}"
+    for name in ("stdlib", "classic"):
+        line = re.search(rf"^{name} +parent +([0-9.]+) µs +children +([0-9.]+) µs", proc.stdout, re.MULTILINE)
+        assert line is not None, proc.stdout
+        assert float(line[1]) > 0 and float(line[2]) > 0  # each request cost the parent and a child something
+    assert "median total CPU per request" in proc.stdout

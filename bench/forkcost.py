@@ -1,0 +1,147 @@
+"""``python -m bench.forkcost``: what one request costs a fork-per-request server, parent and child.
+
+A ``ForkingTCPServer`` echo (``StreamRequestHandler``) of the standard library
+and of ``servekit.classic`` runs pinned to CPU 0 (when there are two CPUs);
+one client on another CPU makes its connections one after another.  The
+server reports its own ``getrusage`` and its reaped children's at two points
+(``SIGUSR1``), before and after the measured requests, so what is printed per
+request is exact CPU time and page-fault counts of the parent and of its
+children, not a rate::
+
+    per request = (after - before) / requests
+
+The variants alternate, in reverse order every second round, so a drift of
+the machine favours none.  ``--lib PATH`` adds a variant that imports
+``servekit`` from another checkout's ``lib/`` (to compare with an earlier
+commit: ``git worktree add /tmp/old <commit>`` then ``--lib /tmp/old/lib``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import threading
+from collections.abc import Sequence
+
+#: The server process: argv[1] is "stdlib" or "classic"; prints its port,
+#: then a line of figures at every SIGUSR1; stops on SIGTERM.
+_SERVER = r"""
+import resource, signal, sys
+if sys.argv[1] == "stdlib":
+    import socketserver as mod
+else:
+    import servekit.classic as mod
+
+def handle(self):
+    for line in self.rfile:
+        self.wfile.write(line)
+
+server = mod.ForkingTCPServer(("127.0.0.1", 0), type("Echo", (mod.StreamRequestHandler,), {"handle": handle}))
+
+def report(signum, frame):
+    me = resource.getrusage(resource.RUSAGE_SELF)
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    print(me.ru_utime + me.ru_stime, children.ru_utime + children.ru_stime,
+          me.ru_minflt, children.ru_minflt, flush=True)
+
+signal.signal(signal.SIGUSR1, report)
+signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(0))
+print(server.server_address[1], flush=True)
+server.serve_forever(0.5)
+"""
+
+#: How long any one step may take, in seconds.
+TIMEOUT = 30.0
+
+
+def _requests(port: int, count: int) -> None:
+    for _ in range(count):
+        with socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT) as client:
+            client.sendall(b"x" * 31 + b"\n")
+            answer = b""
+            while not answer.endswith(b"\n"):
+                chunk = client.recv(64)
+                if not chunk:
+                    raise ConnectionError("the server closed the connection before its answer")
+                answer += chunk
+
+
+def _figures(proc: subprocess.Popen[str]) -> list[float]:
+    assert proc.stdout is not None
+    proc.send_signal(signal.SIGUSR1)
+    return [float(field) for field in proc.stdout.readline().split()]
+
+
+def _settled(proc: subprocess.Popen[str], seconds: float = 0.3) -> list[float]:
+    """The server's figures once its last children have been reaped (it reaps at each wake-up)."""
+    threading.Event().wait(seconds)  # (a pause between phases, not a synchronisation)
+    return _figures(proc)
+
+
+def measure(variant: str, lib: str | None, requests: int, warm_up: int) -> tuple[float, float, float, float]:
+    """Parent CPU µs, children CPU µs, parent faults, children faults, per request."""
+    env = dict(os.environ)
+    if lib is not None:
+        env["PYTHONPATH"] = os.pathsep.join([lib, *filter(None, [env.get("PYTHONPATH")])])
+    pin = ["taskset", "-c", "0"] if (os.cpu_count() or 1) >= 2 and _has("taskset") else []
+    with subprocess.Popen(
+        [*pin, sys.executable, "-c", _SERVER, variant], stdout=subprocess.PIPE, text=True, env=env
+    ) as proc:
+        try:
+            assert proc.stdout is not None
+            port = int(proc.stdout.readline())
+            _requests(port, warm_up)
+            before = _settled(proc)
+            _requests(port, requests)
+            after = _settled(proc)
+        finally:
+            proc.terminate()
+            proc.wait(TIMEOUT)
+    parent_cpu, child_cpu, parent_faults, child_faults = ((b - a) / requests for a, b in zip(before, after))
+    return parent_cpu * 1e6, child_cpu * 1e6, parent_faults, child_faults
+
+
+def _has(tool: str) -> bool:
+    return any(os.access(os.path.join(path, tool), os.X_OK) for path in os.environ.get("PATH", "").split(os.pathsep))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.forkcost",
+        description="CPU time and page faults per request of a fork-per-request server, parent and children.",
+    )
+    parser.add_argument("--requests", type=int, default=1500, help="measured requests per variant and round")
+    parser.add_argument("--rounds", type=int, default=4, help="rounds (default 4)")
+    parser.add_argument("--lib", action="append", default=[], help="another checkout's lib/ (repeatable)")
+    args = parser.parse_args(argv)
+    if args.requests < 1 or args.rounds < 1:
+        parser.error(f"--requests and --rounds must be at least 1, not {args.requests} and {args.rounds}")
+    variants: list[tuple[str, str | None]] = [("stdlib", None), ("classic", None)]
+    variants += [("classic", lib) for lib in args.lib]
+    totals: dict[int, list[float]] = {k: [] for k in range(len(variants))}
+    warm_up = min(200, args.requests)
+    for round_ in range(args.rounds):
+        order = list(range(len(variants)))
+        for k in order if round_ % 2 == 0 else order[::-1]:
+            name, lib = variants[k]
+            parent, child, parent_faults, child_faults = measure(name, lib, args.requests, warm_up)
+            totals[k].append(parent + child)
+            label = name if lib is None else f"{name} ({lib})"
+            print(
+                f"{label:40} parent {parent:7.1f} µs  children {child:7.1f} µs  total {parent + child:7.1f} µs"
+                f"  faults: parent {parent_faults:6.1f}  children {child_faults:6.1f}",
+                flush=True,
+            )
+    print("median total CPU per request:")
+    for k, (name, lib) in enumerate(variants):
+        print(f"  {name if lib is None else f'{name} ({lib})':40} {statistics.median(totals[k]):7.1f} µs")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
