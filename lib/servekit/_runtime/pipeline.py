@@ -320,8 +320,15 @@ class Pipeline(Generic[_ReqT]):
         admission = self._admission
         if admission is not None and not self._admit(request, admission):
             return True
-        if self._track:
-            self._live[id(request)] = (request, monotonic())
+        if not self._track:
+            # An inline datagram, not kept live: counted taken once handled,
+            # so that stats() never counts it closed before it is.
+            try:
+                self._dispatch(request)
+            finally:
+                self._taken += 1
+            return True
+        self._live[id(request)] = (request, monotonic())
         self._taken += 1
         if self._routine:
             self._emit(Accepted(request.client_address, self._name))
