@@ -16,13 +16,14 @@ import socket
 import struct
 import sys
 import threading
+import collections
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Generic, TypeVar
 
 import pytest
 
-from servekit import Datagram, Pooled, ServerClosedError, StreamConnection, WorkerHost, Workers, pooled, server
+from servekit import Datagram, Event, Pooled, ServerClosedError, StreamConnection, WorkerHost, Workers, pooled, server
 from servekit import tcp, udp
 from servekit._runtime.pool import PoolWorkers
 from servekit.testing import serving
@@ -505,10 +506,18 @@ def test_defaults() -> None:
 
 
 def test_twenty_thousand_requests_leave_nothing_behind() -> None:
-    """One connection per request, 4 clients at once, through 4 workers; the fixture checks fds and threads."""
+    """One connection per request, 4 clients at once, through 4 workers; the fixture checks fds and threads.
+
+    Every request is seen once by each kind of event, and stats() agrees.
+    """
     requests, client_threads = 20_000, 4
     most_threads = 0
     lock = threading.Lock()
+    seen: collections.Counter[str] = collections.Counter()
+
+    def on_event(event: Event) -> None:
+        with lock:
+            seen[type(event).__name__] += 1
 
     def echo(conn: StreamConnection) -> None:
         nonlocal most_threads
@@ -521,7 +530,8 @@ def test_twenty_thousand_requests_leave_nothing_behind() -> None:
     failures: list[BaseException] = []
     threads_before = threading.active_count()
     fds_before = len(os.listdir("/proc/self/fd")) if os.path.isdir("/proc/self/fd") else None
-    with serving(server(tcp("127.0.0.1", 0), echo, dispatcher=pooled(workers=4)).bind(), poll_interval=0.01) as bound:
+    spec = server(tcp("127.0.0.1", 0), echo, dispatcher=pooled(workers=4), on_event=on_event)
+    with serving(spec.bind(), poll_interval=0.01) as bound:
 
         def client(count: int) -> None:
             try:
@@ -539,6 +549,11 @@ def test_twenty_thousand_requests_leave_nothing_behind() -> None:
             thread.join(60)
         assert not any(thread.is_alive() for thread in workers)
     assert failures == []
+    stats = bound.stats()  # the server has stopped: its books are final
+    assert seen == {kind: requests for kind in ("Accepted", "HandlerStarted", "HandlerFinished", "ConnectionClosed")}
+    assert stats.connections_accepted_total == stats.connections_closed_total == requests
+    assert stats.handler_duration_seconds_count == requests and stats.handler_errors_total == 0
+    assert stats.connections_active == 0 and stats.connections_rejected_total == 0
     # The pool (4), the serving thread and the clients: never a thread per request.
     assert most_threads <= threads_before + 4 + 1 + client_threads
     assert pool_threads() == []
