@@ -8,8 +8,19 @@ import time
 
 import pytest
 
-from servekit import IPAddress, StreamConnection, any_byte, at_least, first_line, pooled, server, tcp, threaded
-from servekit.testing import recv_line, serving
+from servekit import (
+    ConnectionClosed,
+    IPAddress,
+    StreamConnection,
+    any_byte,
+    at_least,
+    first_line,
+    pooled,
+    server,
+    tcp,
+    threaded,
+)
+from servekit.testing import EventLog, recv_line, serving
 
 TIMEOUT = 10.0
 
@@ -44,12 +55,17 @@ class TestGates:
 
     def test_a_silent_connection_is_closed_at_the_gate_timeout(self) -> None:
         calls: list[object] = []
-        spec = server(tcp("127.0.0.1", 0), calls.append, gate=any_byte(timeout=0.3))
+        log = EventLog()
+        spec = server(tcp("127.0.0.1", 0), calls.append, gate=any_byte(timeout=0.3), on_event=log)
         with serving(spec.bind(), poll_interval=5.0) as bound:  # the gate's timer, not the poll interval
             with socket.create_connection(bound.address, timeout=TIMEOUT) as client:
                 started = time.monotonic()
                 assert client.recv(16) == b""  # closed by the server
                 assert time.monotonic() - started >= 0.25
+            # The client sees the close before the server has kept its books:
+            # they are kept once the connection's closed event is out.
+            [closed] = log.wait_for(ConnectionClosed, timeout=TIMEOUT)
+            assert closed.reason == "gate"
             assert bound.connections() == []
         assert calls == []
 
