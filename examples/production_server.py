@@ -21,6 +21,7 @@ import sys
 import time
 from collections.abc import Sequence
 
+import _checkout  # noqa: F401  (servekit from this checkout's lib/ when it is not installed)
 from servekit import (
     Admission,
     Bound,

@@ -11,6 +11,7 @@ import socket
 import threading
 from collections.abc import Sequence
 
+import _checkout  # noqa: F401  (servekit from this checkout's lib/ when it is not installed)
 from servekit import Address, StreamConnection, format_address, server, tcp, threaded
 from servekit.testing import serving
 

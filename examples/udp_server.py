@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 from collections.abc import Sequence
 
+import _checkout  # noqa: F401  (servekit from this checkout's lib/ when it is not installed)
 from servekit import Datagram, format_address, server, udp
 
 

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import ast
+import os
 import select
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -17,13 +18,16 @@ TIMEOUT = 30.0
 
 
 @contextmanager
-def started(script: str, *args: str) -> Iterator[tuple[subprocess.Popen[str], int]]:
+def started(
+    script: str, *args: str, python: Sequence[str] = (sys.executable,), env: dict[str, str] | None = None
+) -> Iterator[tuple[subprocess.Popen[str], int]]:
     """Start an example server; yield it and the port from its first line."""
     proc = subprocess.Popen(
-        [sys.executable, "-u", str(EXAMPLES / script), *args],
+        [*python, "-u", str(EXAMPLES / script), *args],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        env=env,
     )
     try:
         assert proc.stdout is not None
@@ -57,6 +61,22 @@ def test_server_and_client_pair(server: str, client: str) -> None:
         assert proc.wait(TIMEOUT) == 0
         assert proc.stdout is not None
         assert "wrote: b'again'" in proc.stdout.read()
+
+
+def test_an_example_runs_from_a_checkout_where_servekit_is_not_installed() -> None:
+    """``python examples/x.py`` with no ``pip install -e .``: the example finds ../lib itself."""
+    import attrs
+    import typing_extensions
+
+    # -S: no site-packages and no .pth files, so no installed servekit; only its dependencies.
+    deps = {str(Path(module.__file__ or "").resolve().parent) for module in (typing_extensions,)}
+    deps.add(str(Path(attrs.__file__).resolve().parent.parent))
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sorted(deps))}
+    probe = [sys.executable, "-S", "-c", "import importlib.util; print(importlib.util.find_spec('servekit'))"]
+    assert subprocess.run(probe, env=env, capture_output=True, text=True, timeout=TIMEOUT).stdout.strip() == "None"
+    with started("tcp_echo_server.py", "--max-requests", "1", python=(sys.executable, "-S"), env=env) as (proc, port):
+        assert run("tcp_echo_client.py", "--port", str(port), "plain").splitlines()[1] == "Received: PLAIN"
+        assert proc.wait(TIMEOUT) == 0
 
 
 def test_server_stops_on_sigint() -> None:
