@@ -226,31 +226,23 @@ class _ConnectionReader(io.RawIOBase):
             return sock.recv_into(buffer)
         timeout, which = clock.wait(True)
         idle = clock.idle
-        if timeout is not None and timeout != idle:  # a deadline tighter than the socket's timeout
-            wait = clock.kernel_wait
-            if idle is None and wait is not None:  # a blocking socket: SO_RCVTIMEO bounds the read
-                if not wait or wait > timeout:
-                    # A little short: the next reads' deadlines, a little later, need no new value.
-                    _set_kernel_wait(sock, clock, timeout - min(timeout * 0.125, 0.5))
-                try:
-                    count = sock.recv_into(buffer)
-                except BlockingIOError:  # SO_RCVTIMEO passed
-                    count = self._read_again(sock, buffer, clock)
-                if count:
-                    clock.first_byte_at = None
-                    clock.received += count
-                return count
-            poller = self._poller
-            if poller is None:
-                poller = self._poller = select.poll()
-                poller.register(sock, select.POLLIN)
-            # (Milliseconds, rounded up: never woken before the deadline.)
-            if not poller.poll(timeout * 1000.0):
+        # A deadline tighter than the socket's own timeout: on a blocking
+        # socket SO_RCVTIMEO bounds the read, else poll() waits for it first.
+        if timeout is not None and timeout != idle and idle is None and (wait := clock.kernel_wait) is not None:
+            if not wait or wait > timeout:
+                # A little short: the next reads' deadlines, a little later, need no new value.
+                _set_kernel_wait(sock, clock, timeout - min(timeout * 0.125, 0.5))
+            try:
+                count = sock.recv_into(buffer)
+            except BlockingIOError:  # SO_RCVTIMEO passed
+                count = self._read_again(sock, buffer, clock)
+        else:
+            if timeout is not None and timeout != idle and not self._ready(sock, timeout):
                 raise clock.exceed(which)
-        try:
-            count = sock.recv_into(buffer)
-        except TimeoutError:
-            raise clock.exceed(which) from None
+            try:
+                count = sock.recv_into(buffer)
+            except TimeoutError:
+                raise clock.exceed(which) from None
         if count:
             clock.first_byte_at = None
             clock.received += count
@@ -260,12 +252,21 @@ class _ConnectionReader(io.RawIOBase):
     def _read_again(sock: socket.socket, buffer: Buffer, clock: _DeadlineClock) -> int:
         """After SO_RCVTIMEO passed: raise if the deadline did too, else wait for what is left of it."""
         while True:
-            timeout, _ = clock.wait(True)  # raises DeadlineExceeded
-            _set_kernel_wait(sock, clock, cast("float", timeout))
+            left, _ = clock.wait(True)  # raises DeadlineExceeded
+            _set_kernel_wait(sock, clock, cast("float", left))
             try:
                 return sock.recv_into(buffer)
             except BlockingIOError:
                 pass
+
+    def _ready(self, sock: socket.socket, timeout: float) -> bool:
+        """Whether *sock* turns readable within *timeout* seconds."""
+        poller = self._poller
+        if poller is None:
+            poller = self._poller = select.poll()
+            poller.register(sock, select.POLLIN)
+        # (Milliseconds, rounded up: never woken before the deadline.)
+        return bool(poller.poll(timeout * 1000.0))
 
     def fileno(self) -> int:
         sock = self._sock
@@ -300,20 +301,20 @@ class _DeadlineSender:
         sock = self._sock
         clock = self._clock
         idle = clock.idle
+        timeout: float | None
+        which: _DeadlineName
         if clock.lifetime_at is None and clock.exceeded is None:
-            # Only the idle limit bounds a write: it is the socket's own timeout.
-            try:
-                sock.sendall(data)
-            except TimeoutError:
-                raise clock.exceed("idle") from None
+            timeout, which = idle, "idle"  # only the idle limit bounds a write: the socket's own timeout
         else:
             timeout, which = clock.wait(False)
+        if timeout != idle:
             sock.settimeout(timeout)
-            try:
-                sock.sendall(data)
-            except TimeoutError:
-                raise clock.exceed(which) from None
-            finally:
+        try:
+            sock.sendall(data)
+        except TimeoutError:
+            raise clock.exceed(which) from None
+        finally:
+            if timeout != idle:
                 sock.settimeout(idle)
         clock.sent += len(data) if type(data) is bytes else memoryview(data).nbytes
         request = clock.request

@@ -670,13 +670,7 @@ class Pipeline(Generic[_ReqT]):
             raise
         finally:
             seconds = monotonic() - started
-            if self._closing:  # (one closed by hand may need a reset)
-                self._let_go(request, handled)
-            else:
-                try:
-                    self._release(handled)
-                except Exception as exc:
-                    self._report(handled, exc)
+            self._let_go(request, handled)
             if self._in_child:
                 self._child_report(request, handled, seconds, failure)
             else:
