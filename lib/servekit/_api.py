@@ -16,8 +16,10 @@ from .abc import Gate as Gate
 from .abc import Handler as Handler
 from .abc import Listener as Listener
 from .abc import Request as Request
+from .abc import RunsIn as RunsIn
 from .abc import Transport as Transport
 from .abc import WorkerHost as WorkerHost
+from .abc import WorkerTraits as WorkerTraits
 from .abc import Workers as Workers
 from .acceptors import DatagramAcceptor as DatagramAcceptor
 from .acceptors import StreamAcceptor as StreamAcceptor
@@ -38,8 +40,9 @@ from .errors import BindError as BindError
 from .errors import ServerClosedError as ServerClosedError
 from .servers import Bound as Bound
 from .servers import ErrorHandler as ErrorHandler
+from .servers import Listeners as Listeners
 from .servers import Server as Server
-from .servers import run as run
+from .runner import run as run
 from .servers import server as server
 from .events import AcceptFailed as AcceptFailed
 from .events import Accepted as Accepted
@@ -54,6 +57,7 @@ from .events import EventSink as EventSink
 from .events import HandlerFinished as HandlerFinished
 from .events import HandlerStarted as HandlerStarted
 from .events import Rejected as Rejected
+from .events import StageFailed as StageFailed
 from .events import Stats as Stats
 from .gates import any_byte as any_byte
 from .gates import at_least as at_least

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import socket
 from collections.abc import Callable, Sequence
-from typing import Protocol, TypeAlias
+from typing import Literal, NamedTuple, Protocol, TypeAlias
 
-from ._types import _AddrT_co, _ReqT, _ReqT_contra
+from ._types import _AddrT_co, _ReqT, _ReqT_co, _ReqT_contra
 
 __all__ = (
     "Acceptor",
@@ -22,8 +22,10 @@ __all__ = (
     "Handler",
     "Listener",
     "Request",
+    "RunsIn",
     "Transport",
     "WorkerHost",
+    "WorkerTraits",
     "Workers",
 )
 
@@ -55,14 +57,23 @@ coroutine would never run).
 """
 
 
-class Acceptor(Protocol[_ReqT]):
+# Typing compromise: an acceptor takes its own requests back (``release``,
+# ``discard``), a parameter position, yet the protocol is declared covariant in
+# the request type.  The server only ever hands a request back to the acceptor
+# that made it, so a ``Transport[StreamConnection[IPAddress], ...]`` may safely
+# stand where a ``Transport[StreamConnection[Address], ...]`` is asked for (a
+# transport chosen at run time, several listeners of one server); with an
+# invariant type variable it could not.
+class Acceptor(Protocol[_ReqT_co]):  # type: ignore[misc]  # covariant, see above
     """**Protocol:** takes requests off a listening socket and releases them.
 
     Called by the serve loop's thread (``accept``, ``discard``) and by the
-    worker that ran the handler (``release``).
+    worker that ran the handler (``release``).  The server makes one acceptor
+    per listening socket (``Transport.acceptor()`` once per ``listen()``) and
+    hands each request back only to the acceptor that took it.
     """
 
-    def accept(self, listener: socket.socket, /) -> _ReqT:
+    def accept(self, listener: socket.socket, /) -> _ReqT_co:
         """Take one request off the non-blocking *listener*.
 
         Raises :class:`BlockingIOError` when nothing is waiting after all and
@@ -70,11 +81,11 @@ class Acceptor(Protocol[_ReqT]):
         """
         ...
 
-    def release(self, request: _ReqT, /) -> None:
+    def release(self, request: _ReqT_co, /) -> None:  # type: ignore[misc]  # covariant, see above
         """The handler is done with *request*: finish and close it."""
         ...
 
-    def discard(self, request: _ReqT, /) -> None:
+    def discard(self, request: _ReqT_co, /) -> None:  # type: ignore[misc]  # covariant, see above
         """Drop this process's copy of *request*: another process handles it."""
         ...
 
@@ -105,18 +116,22 @@ class Listener(Protocol[_AddrT_co]):
         ...
 
 
-class Transport(Protocol[_ReqT, _AddrT_co]):
+class Transport(Protocol[_ReqT_co, _AddrT_co]):
     """**Protocol:** describes a listening socket, its address type *A* and the kind of request *R* it yields.
 
     A transport is a value: :meth:`listen` may be called any number of times
-    (each :meth:`Server.bind <servekit.Server.bind>` calls it once).
+    (each :meth:`Server.bind <servekit.Server.bind>` calls it once), and
+    :meth:`acceptor` once after each :meth:`listen`.  It is covariant in both
+    types: a ``tcp()`` transport is also a
+    ``Transport[StreamConnection[Address], Address]``, so a transport chosen at
+    run time (``tcp(...) if ... else unix_stream(...)``) has one type.
     """
 
     def listen(self) -> Listener[_AddrT_co]:
         """Create, bind and (for streams) listen.  Raises :class:`~servekit.BindError`."""
         ...
 
-    def acceptor(self) -> Acceptor[_ReqT]:
+    def acceptor(self) -> Acceptor[_ReqT_co]:
         """The acceptor that takes this transport's requests off its socket."""
         ...
 
@@ -124,9 +139,18 @@ class Transport(Protocol[_ReqT, _AddrT_co]):
 class WorkerHost(Protocol[_ReqT_contra]):
     """**Protocol:** the route a dispatcher's workers hand each request to.
 
-    The server that starts the workers is their host: a worker calls
-    :meth:`run` with each request it was given; a worker in another process
-    has the parent :meth:`discard` its copy.
+    The server that starts the workers is their host.  For each request it
+    was given, a dispatcher's workers make exactly one of these calls:
+
+    - :meth:`run`, in the worker (this process, or a child process after
+      :meth:`close_inherited`);
+    - :meth:`discard`, in the parent, when a child process runs it;
+    - :meth:`drop`, when no worker will ever run it (a queue dropped on close).
+
+    A dispatcher written to these calls alone gets the books, events, drain
+    and stats of the built-in one of its kind: a request handed to a child is
+    followed by the server until the child reports its end or exits, and a
+    drain's deadline stops such children (``SIGTERM``, then ``SIGKILL``).
     """
 
     def run(self, request: _ReqT_contra, /) -> None:
@@ -138,11 +162,32 @@ class WorkerHost(Protocol[_ReqT_contra]):
         ...
 
     def discard(self, request: _ReqT_contra, /) -> None:
-        """In the parent, when :meth:`run` runs in another process: drop this process's copy."""
+        """In the parent, once a child process has been made to :meth:`run` *request*: drop this process's copy.
+
+        The request stays live in the server's books until the child reports
+        its end (or exits without doing so).
+        """
+        ...
+
+    def drop(self, request: _ReqT_contra, /) -> None:
+        """No worker will run *request* (the workers are closing): release it unhandled.
+
+        It is reported closed with the reason ``"dropped"``.
+        """
         ...
 
     def close_inherited(self) -> None:
-        """In a new child process, first: close the server's sockets the child must not hold."""
+        """In a new child process, first: close what the child must not hold (the listeners) and
+        make ``SIGTERM`` end it again (its default action), whatever handler the parent set."""
+        ...
+
+    def child_exited(self, pid: int, status: int, /) -> None:
+        """In the parent, optional: child *pid* was reaped with *status* (as :func:`os.waitstatus_to_exitcode`).
+
+        The server notices a child that exits without reporting anyway (on
+        Linux, through a pidfd); a dispatcher that reaps its children can call
+        this to give the exact status (``-9``: killed by ``SIGKILL``).
+        """
         ...
 
     def worker_failed(self, exc: BaseException, /) -> None:
@@ -153,11 +198,44 @@ class WorkerHost(Protocol[_ReqT_contra]):
         ...
 
 
+RunsIn: TypeAlias = Literal["loop", "threads", "processes"]
+"""Where a kind of workers runs the host's :meth:`~WorkerHost.run`: ``"loop"`` (in the
+serving thread, within ``dispatch``), ``"threads"`` (other threads of this process) or
+``"processes"`` (child processes)."""
+
+
+class WorkerTraits(NamedTuple):
+    """What a kind of workers is, declared by its :class:`Workers` as a ``traits`` attribute.
+
+    Declaring is optional and only ever makes serving cheaper: a server
+    whose workers declare nothing assumes the most it must (any thread may
+    end a request, a child process may run it, capacity and service actions
+    are asked for) and books every request right.  Declare only what is
+    true of every request the workers get.
+
+    Attributes:
+        runs_in: where ``run`` is called (:data:`RunsIn`).  ``"loop"`` lets
+            the server keep its books without a lock; ``"loop"`` and
+            ``"threads"`` let it skip the report pipe its children use.
+        capacity: whether :meth:`Workers.capacity` can ever say "full"
+            (``False``: the loop never asks).
+        service: whether :meth:`Workers.service_actions` does anything
+            (``False``: the loop never calls it).
+    """
+
+    runs_in: RunsIn
+    capacity: bool = True
+    service: bool = True
+
+
 class Workers(Protocol[_ReqT_contra]):
     """**Protocol:** the running side of a dispatcher, owned by one bound server.
 
     ``dispatch``, ``capacity`` and ``service_actions`` are called from the
-    serving thread; ``close`` once, when the server closes.
+    serving thread; ``close`` once, when the server closes.  A class may also
+    declare what it is with a ``traits`` attribute (a :class:`WorkerTraits`,
+    read once when the server is bound); that is optional, and only makes
+    serving cheaper.
     """
 
     def dispatch(self, request: _ReqT_contra, /) -> None:

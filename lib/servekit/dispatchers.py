@@ -119,8 +119,8 @@ class Forked:
     The child closes the server's listening socket, runs the handler, releases
     the request and leaves with ``os._exit`` (status 0, or 1 if the handler
     failed); the parent closes its copy of the request at once.  A child ends
-    on ``SIGTERM`` by default, whatever handler the parent installed, so a
-    drain can stop it.
+    on ``SIGTERM`` (the server resets it to its default action in every
+    child, whatever handler the parent installed), so a drain can stop it.
 
     Attributes:
         max_children: at most this many children at a time; when there are
@@ -134,7 +134,7 @@ class Forked:
     def start(self, host: WorkerHost[_ReqT], /) -> Workers[_ReqT]:
         if not hasattr(os, "fork"):
             raise RuntimeError("the forked dispatcher needs os.fork(), which this platform lacks")
-        return ChildWorkers(host, self.max_children, self.block_on_close, default_sigterm=True)
+        return ChildWorkers(host, self.max_children, self.block_on_close)
 
 
 inline = Inline

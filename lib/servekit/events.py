@@ -10,7 +10,9 @@ snapshot of the counters.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import NamedTuple, TypeAlias
+from typing import Generic, NamedTuple, TypeAlias
+
+from ._types import _AddrT_co
 
 __all__ = (
     "AcceptFailed",
@@ -26,12 +28,13 @@ __all__ = (
     "HandlerFinished",
     "HandlerStarted",
     "Rejected",
+    "StageFailed",
     "Stats",
 )
 
 
-class Connection(NamedTuple):
-    """One live connection (or datagram) the server holds.
+class Connection(NamedTuple, Generic[_AddrT_co]):
+    """One live connection (or datagram) the server holds, from a peer at an address of type *A*.
 
     Attributes:
         peer: the client's address.
@@ -40,7 +43,7 @@ class Connection(NamedTuple):
             no worker) or ``"running"`` (with a worker).
     """
 
-    peer: object
+    peer: _AddrT_co
     age: float
     state: str
 
@@ -61,7 +64,7 @@ class DrainReport(NamedTuple):
     finished: int
     cut: int
     seconds: float
-    cut_connections: tuple[Connection, ...]
+    cut_connections: tuple[Connection[object], ...]
 
     def summary(self) -> dict[str, object]:
         """The report as JSON-ready data: ``{"finished": .., "cut": .., "seconds": .., "cut_connections": [...]}``."""
@@ -140,13 +143,28 @@ class ChildFailed(Exception):
     """A forked child's handler raised, or the child died: what the parent knows of it."""
 
 
+class StageFailed(NamedTuple):
+    """A stage the server runs in the worker before the handler (``"deadlines"``, ...) raised.
+
+    The handler did not run; the connection is closed with the stage's name
+    as its reason, and counted in ``Stats.stage_errors_by_stage`` -- apart
+    from handler errors.
+    """
+
+    peer: object
+    stage: str
+    exception: BaseException
+
+
 class ConnectionClosed(NamedTuple):
     """The server let go of a connection (or datagram) it had admitted.
 
     *reason*: ``"finished"`` (its handler ended), ``"gate"`` (it left, or sent
     no first request in time, while held at the gate), ``"cut"`` (a drain's
-    deadline), ``"closed"`` (``close_clients``), ``"aborted"`` (``abort_clients``) or
-    ``"dropped"`` (no worker took it before the server closed).
+    deadline), ``"closed"`` (``close_clients``), ``"aborted"`` (``abort_clients``),
+    ``"dropped"`` (no worker took it before the server closed, or handing it
+    to one failed), or the name of a stage that failed before the handler
+    (see :class:`StageFailed`).
     *seconds* is its whole time with the server, from accept to release.
     *bytes_in*/*bytes_out* count what went through ``rfile``/``wfile`` of a
     connection with deadlines; ``None`` where they are not counted.
@@ -177,6 +195,7 @@ Event: TypeAlias = (
     | AcceptFailed
     | HandlerStarted
     | HandlerFinished
+    | StageFailed
     | ConnectionClosed
     | DrainStarted
     | DrainFinished
@@ -208,6 +227,9 @@ class Stats(NamedTuple):
         handler_duration_seconds_count: handlers that ended.
         handler_duration_seconds_sum: their total run time.
         handler_errors_total: of those, the ones that raised.
+        stage_errors_total: connections closed because a stage before the
+            handler failed (see :class:`StageFailed`).
+        stage_errors_by_stage: the same, per stage name.
     """
 
     connections_accepted_total: int
@@ -221,6 +243,8 @@ class Stats(NamedTuple):
     handler_duration_seconds_count: int
     handler_duration_seconds_sum: float
     handler_errors_total: int
+    stage_errors_total: int = 0
+    stage_errors_by_stage: Mapping[str, int] = {}
 
     def prometheus(self, prefix: str = "servekit_") -> str:
         """The snapshot in Prometheus' text exposition format, each name with *prefix*."""
@@ -252,4 +276,8 @@ class Stats(NamedTuple):
                 ("handler_duration_seconds_sum", repr(self.handler_duration_seconds_sum))])
         metric("handler_errors_total", "counter", "Handlers that raised.",
                [("handler_errors_total", self.handler_errors_total)])
+        metric("stage_errors_total", "counter", "Connections closed because a stage before the handler failed.",
+               [(f'stage_errors_total{{stage="{stage}"}}', count)
+                for stage, count in sorted(self.stage_errors_by_stage.items())]
+               or [("stage_errors_total", 0)])
         return "\n".join(lines) + "\n"

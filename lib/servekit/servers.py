@@ -1,26 +1,27 @@
-"""The server: a frozen description (:class:`Server`) and its bound handle (:class:`Bound`)."""
+"""The server: a frozen description (:class:`Server`, made by :func:`server`) and its bound handle (:class:`Bound`)."""
 
 from __future__ import annotations
 
 import logging
-import signal
 import socket
 import threading
 import weakref
 from collections.abc import Callable
 from types import TracebackType
-from typing import Final, Generic, TypeVar, cast, final
+from typing import Final, Generic, TypeAlias, TypedDict, TypeVar, Unpack, cast, final, overload
 
 import attrs
 from typing_extensions import Self
 
 from ._runtime.lifecycle import Runtime
+from ._runtime.wiring import Intake, LoopStage, Stage, Wiring
 from ._types import IPAddress, Predicate, _AddrT
 from ._validate import check_seconds, seconds
-from .abc import Dispatcher, Gate, Handler, Request, Transport
+from .abc import Dispatcher, Gate, Handler, Listener, Request, Transport
 from .admission import Admission
 from .connections import StreamConnection
 from .deadlines import Deadlines
+from .dispatchers import Inline
 from .events import (
     Connection,
     ConnectionClosed,
@@ -29,30 +30,68 @@ from .events import (
     EventSink,
     HandlerFinished,
     Rejected,
+    StageFailed,
     Stats,
 )
-from .dispatchers import Inline
 from .handlers import check_handler
+from .transports import transport_kind
 
-__all__ = ("Bound", "ErrorHandler", "Server", "run", "server")
+__all__ = ("Bound", "ErrorHandler", "Listeners", "Server", "server")
 
 log: Final = logging.getLogger("servekit.server")
 events_log: Final = logging.getLogger("servekit.events")
 
 _ReqT = TypeVar("_ReqT", bound=Request[object])
+_T = TypeVar("_T")
 
 ErrorHandler = Callable[[_ReqT, Exception], object]
 """Called with the request and the exception when a handler raises."""
+
+Listeners: TypeAlias = Transport[_ReqT, _AddrT] | tuple[Transport[_ReqT, _AddrT], ...]
+"""What a server listens on: one transport, or a tuple of them that yield the same kind of request."""
+
+
+def _check_transports(_inst: object, _attr: object, value: _T) -> None:
+    """Accept a transport, or a non-empty tuple of transports (an attrs validator)."""
+    items = value if isinstance(value, tuple) else (value,)
+    if not items:
+        raise ValueError("transport must be a transport or a non-empty tuple of transports, got ()")
+    for item in items:
+        if not (callable(getattr(item, "listen", None)) and callable(getattr(item, "acceptor", None))):
+            raise TypeError(
+                f"transport must be a transport (with listen() and acceptor()) or a tuple of them, "
+                f"got {type(item).__name__} {item!r}"
+            )
+
+
+def _check_deadlines(_inst: object, _attr: object, value: _T) -> None:
+    if value is not None and not isinstance(value, Deadlines):
+        raise TypeError(f"deadlines must be a Deadlines or None, got {type(value).__name__} {value!r}")
+
+
+def _check_admission(_inst: object, _attr: object, value: _T) -> None:
+    if value is not None and not isinstance(value, Admission):
+        raise TypeError(f"admission must be an Admission or None, got {type(value).__name__} {value!r}")
+
+
+def _check_gate(_inst: object, _attr: object, value: _T) -> None:
+    if value is not None and not callable(getattr(value, "wanted", None)):
+        raise TypeError(f"gate must be a gate (first_line(), any_byte(), at_least(n)) or None, got {value!r}")
+
 
 @final
 @attrs.frozen
 class Server(Generic[_ReqT, _AddrT]):
     """A server description: what to listen on, what to run on each request, and where.
 
-    ``server(transport, handler, *, dispatcher=inline(), verify=None,
-    on_error=None, timeout=None, service_actions=None)`` makes one
-    (:func:`server` is this class).  Making one does no I/O; :meth:`bind`
-    does.  Variants are made with :func:`attrs.evolve`.
+    Made by :func:`server`::
+
+        server(transport, handler, *, dispatcher=inline(), verify=None, on_error=None,
+               timeout=None, service_actions=None, deadlines=None, gate=None,
+               admission=None, on_event=None)
+
+    Making one does no I/O; :meth:`bind` does.  Variants are made with
+    :func:`attrs.evolve` (``attrs.evolve(spec, transport=unix_stream(path))``).
 
     The transport decides the request type *R* and the address type *A*; the
     handler, *verify* and *on_error* are checked against them, so a datagram
@@ -60,13 +99,19 @@ class Server(Generic[_ReqT, _AddrT]):
     parameter is inferred.
 
     Attributes:
-        transport: the listening socket, such as ``tcp("127.0.0.1", 0)``.
+        transport: the listening socket, such as ``tcp("127.0.0.1", 0)``, or a
+            tuple of them -- ``(tcp("0.0.0.0", 8000), tcp("::", 8000),
+            unix_stream(path))`` -- served by one loop and one set of workers,
+            with one lifecycle, drain and ``stats()``.  Together they must
+            yield one kind of request: stream and datagram transports do not
+            mix (a type error, and a :class:`TypeError` here for servekit's
+            own transports, at :meth:`bind` for any).
         handler: called with each request; a plain function.  An ``async
             def`` function is refused with :class:`TypeError` (its coroutine
             would never run; a type checker cannot tell it from a plain
             function, whose return value is ignored).
         dispatcher: where handlers run: ``inline()`` (default), ``threaded()``,
-            ``forked()`` or your own :class:`~servekit.abc.Dispatcher`.
+            ``pooled()``, ``forked()`` or your own :class:`~servekit.abc.Dispatcher`.
         verify: called with each client address before dispatch; a request it
             returns ``False`` for is released unhandled.
         on_error: called with the request and the exception when the handler
@@ -81,70 +126,148 @@ class Server(Generic[_ReqT, _AddrT]):
             ``request``, ``lifetime``), counted from when a worker takes it
             up; a read or write past one raises
             :exc:`~servekit.DeadlineExceeded` in the handler, and the
-            connection is closed.
+            connection is closed.  Stream transports only.
         gate: hold each new stream connection on the loop -- costing no worker
             and no thread -- until its first request is there
             (:mod:`servekit.gates`: ``first_line()``, ``any_byte()``,
             ``at_least(n)``), and close it if it does not come within the
-            gate's timeout.
+            gate's timeout.  Stream transports only.
         admission: limits on the connections held at a time, in all and per
             peer (:class:`~servekit.Admission`); refusals are counted and
             reported as events.
         on_event: called with every lifecycle event (:mod:`servekit.events`:
             accepted, rejected, accept failed, handler started and finished,
-            connection closed, drain started and finished), frozen values, on
-            the thread where it happens; it must be quick and thread-safe.  Its
-            exceptions are logged and otherwise ignored.  Without it, events
-            are logged on the ``servekit.events`` logger: rejections at INFO,
-            the rest at DEBUG -- the routine ones (accepted, started,
-            finished, closed) only if that logger was enabled for DEBUG when
-            the server was bound.
+            stage failed, connection closed, drain started and finished),
+            frozen values, on the thread where it happens; it must be quick
+            and thread-safe.  Its exceptions are logged and otherwise ignored.
+            Without it, events are logged on the ``servekit.events`` logger:
+            rejections at INFO, the rest at DEBUG -- the routine ones
+            (accepted, started, finished, closed) only if that logger was
+            enabled for DEBUG when the server was bound.
 
     Raises:
-        TypeError, ValueError: an option is of the wrong type or value.
+        TypeError, ValueError: an option is of the wrong type or value, or
+            does not fit the transports (a gate on a datagram transport).
     """
 
-    transport: Transport[_ReqT, _AddrT]
+    transport: Listeners[_ReqT, _AddrT] = attrs.field(validator=_check_transports)
     handler: Handler[_ReqT] = attrs.field(eq=False, validator=check_handler)
     dispatcher: Dispatcher = attrs.field(factory=Inline, kw_only=True)
     verify: Predicate[_AddrT] | None = attrs.field(default=None, eq=False, kw_only=True)
     on_error: ErrorHandler[_ReqT] | None = attrs.field(default=None, eq=False, kw_only=True)
     timeout: float | None = attrs.field(default=None, validator=seconds("timeout"), kw_only=True)
     service_actions: Callable[[], object] | None = attrs.field(default=None, eq=False, kw_only=True)
-    deadlines: Deadlines | None = attrs.field(default=None, kw_only=True)
-    gate: Gate | None = attrs.field(default=None, kw_only=True)
-    admission: Admission | None = attrs.field(default=None, kw_only=True)
+    deadlines: Deadlines | None = attrs.field(default=None, validator=_check_deadlines, kw_only=True)
+    gate: Gate | None = attrs.field(default=None, validator=_check_gate, kw_only=True)
+    admission: Admission | None = attrs.field(default=None, validator=_check_admission, kw_only=True)
     on_event: EventSink | None = attrs.field(default=None, eq=False, kw_only=True)
 
+    def __attrs_post_init__(self) -> None:
+        kinds = {transport_kind(transport) for transport in self.transports} - {None}
+        if len(kinds) > 1:
+            raise TypeError(
+                f"the transports of one server must yield one kind of request, "
+                f"got stream and datagram transports together: {self.transport!r}"
+            )
+        if kinds == {"datagram"}:
+            _stream_only(self, ", ".join(repr(t) for t in self.transports))
+
+    @property
+    def transports(self) -> tuple[Transport[_ReqT, _AddrT], ...]:
+        """The transports, as a tuple (one or more)."""
+        transport = self.transport
+        return transport if isinstance(transport, tuple) else (transport,)
+
     def bind(self) -> Bound[_ReqT, _AddrT]:
-        """Create, bind and listen; return the handle that serves.
+        """Create, bind and listen on every transport; return the handle that serves.
 
         Raises:
-            servekit.BindError: the socket could not be created, bound or
-                listened on; the message names the transport and the address.
+            servekit.BindError: a socket could not be created, bound or
+                listened on; the message names the transport and the address
+                (the listeners made before it are closed again).
+            TypeError: the listeners do not yield one kind of request, or a
+                gate or deadlines were given for datagram listeners.
         """
         return Bound(self)
 
 
-server = Server
-"""Describe a server: ``server(transport, handler, *, dispatcher=..., ...)``; see :class:`Server`."""
+def _stream_only(spec: Server[_ReqT, _AddrT], where: str) -> None:
+    """Refuse a gate or deadlines for datagram listeners: they would never apply."""
+    for name in ("gate", "deadlines"):
+        if getattr(spec, name) is not None:
+            raise TypeError(f"{name}= applies to stream connections only; {where} yields datagrams")
 
 
-def _setup(deadlines: Deadlines | None) -> Callable[[_ReqT], _ReqT] | None:
-    """The pipeline's setup stage, in the worker: the connection with its deadlines."""
-    if deadlines is None:
-        return None
+class _Options(TypedDict, Generic[_ReqT, _AddrT], total=False):
+    """The keyword options of :func:`server` for any transport."""
 
-    def with_deadlines(request: _ReqT) -> _ReqT:
-        if not isinstance(request, StreamConnection):
-            return request
-        return cast("_ReqT", StreamConnection(request.socket, request.client_address, deadlines=deadlines.clock()))
+    dispatcher: Dispatcher
+    verify: Predicate[_AddrT] | None
+    on_error: ErrorHandler[_ReqT] | None
+    timeout: float | None
+    service_actions: Callable[[], object] | None
+    admission: Admission | None
+    on_event: EventSink | None
 
-    return with_deadlines
+
+class _StreamOptions(_Options[_ReqT, _AddrT], total=False):
+    """The keyword options of :func:`server` for stream transports: those of any, and the stream-only ones."""
+
+    deadlines: Deadlines | None
+    gate: Gate | None
+
+
+@overload
+def server(
+    transport: Listeners[_ReqT, _AddrT],
+    handler: Handler[_ReqT],
+    **options: Unpack[_Options[_ReqT, _AddrT]],
+) -> Server[_ReqT, _AddrT]: ...
+@overload
+def server(
+    transport: Listeners[StreamConnection[_AddrT], _AddrT],
+    handler: Handler[StreamConnection[_AddrT]],
+    **options: Unpack[_StreamOptions[StreamConnection[_AddrT], _AddrT]],
+) -> Server[StreamConnection[_AddrT], _AddrT]: ...
+def server(
+    transport: Listeners[_ReqT, _AddrT],
+    handler: Handler[_ReqT],
+    **options: Unpack[_StreamOptions[_ReqT, _AddrT]],
+) -> Server[_ReqT, _AddrT]:
+    """Describe a server: ``server(transport, handler, *, dispatcher=..., ...)``; see :class:`Server`.
+
+    The checked way to make a :class:`Server`: the transport (or tuple of
+    transports) decides the request type the handler must take, and
+    ``gate=`` and ``deadlines=`` are accepted for stream connections only --
+    on a datagram transport they are a type error (and a :class:`TypeError`
+    at run time).
+    """
+    return Server(transport, handler, **options)
+
+
+def _stages(spec: Server[_ReqT, _AddrT]) -> tuple[Stage[_ReqT], ...]:
+    """The worker's steps before the handler, in order: composed here, in one place."""
+    stages: list[Stage[_ReqT]] = []
+    deadlines = spec.deadlines
+    if deadlines is not None:
+
+        def with_deadlines(request: _ReqT) -> _ReqT:
+            if not isinstance(request, StreamConnection):
+                return request
+            clock = deadlines.clock()
+            return cast("_ReqT", StreamConnection(request.socket, request.client_address, deadlines=clock))
+
+        stages.append(Stage("deadlines", with_deadlines))
+    return tuple(stages)
+
+
+def _loop_stages(spec: Server[_ReqT, _AddrT]) -> tuple[LoopStage, ...]:
+    """The loop's steps before dispatch, in order."""
+    return () if spec.gate is None else (LoopStage("gate", spec.gate),)
 
 
 def _reporter(spec: Server[_ReqT, _AddrT], where: str) -> Callable[[_ReqT, Exception], None]:
-    """The pipeline's report of a handler's exception: *on_error*, or the log."""
+    """The route's report of a handler's exception: *on_error*, or the log."""
     on_error = spec.on_error
     if on_error is None:
 
@@ -169,6 +292,8 @@ def _log_event(event: Event) -> None:
     elif events_log.isEnabledFor(logging.DEBUG):
         if isinstance(event, HandlerFinished) and event.exception is not None:
             events_log.debug("handler for %r raised after %.3f s: %r", event.peer, event.seconds, event.exception)
+        elif isinstance(event, StageFailed):
+            events_log.debug("stage %s failed for %r: %r", event.stage, event.peer, event.exception)
         elif isinstance(event, ConnectionClosed):
             events_log.debug("connection from %r closed (%s) after %.3f s", event.peer, event.reason, event.seconds)
         else:
@@ -176,7 +301,7 @@ def _log_event(event: Event) -> None:
 
 
 def _sink(spec: Server[_ReqT, _AddrT]) -> tuple[Callable[[Event], None], bool]:
-    """The pipeline's event sink, and whether it wants the routine events."""
+    """The route's event sink, and whether it wants the routine events."""
     on_event = spec.on_event
     if on_event is None:
         return _log_event, events_log.isEnabledFor(logging.DEBUG)
@@ -191,10 +316,48 @@ def _sink(spec: Server[_ReqT, _AddrT]) -> tuple[Callable[[Event], None], bool]:
 
 
 def _limits(admission: Admission | None) -> Admission | None:
-    """*admission* if it sets a limit, else None (the pipeline then keeps no admission books)."""
+    """*admission* if it sets a limit, else None (the route then keeps no admission books)."""
     if admission is None or (admission.max_connections is None and admission.per_peer is None):
         return None
     return admission
+
+
+def _listen_all(spec: Server[_ReqT, _AddrT]) -> list[Intake[_ReqT, _AddrT]]:
+    """Listen on every transport, in order; close what was opened if one fails or they do not fit together."""
+    intakes: list[Intake[_ReqT, _AddrT]] = []
+    try:
+        for transport in spec.transports:
+            listener: Listener[_AddrT] = transport.listen()
+            intakes.append(Intake(listener, transport.acceptor()))
+        types = {intake.listener.socket.type for intake in intakes}
+        names = ", ".join(intake.listener.name for intake in intakes)
+        if len(types) > 1:
+            raise TypeError(f"the listeners of one server must be all stream or all datagram sockets: {names}")
+        if types == {socket.SOCK_DGRAM}:
+            _stream_only(spec, names)
+    except BaseException:
+        for intake in intakes:
+            intake.listener.close()
+        raise
+    return intakes
+
+
+def _wiring(spec: Server[_ReqT, _AddrT], where: str) -> Wiring[_ReqT]:
+    emit, routine = _sink(spec)
+    return Wiring(
+        handler=spec.handler,
+        stages=_stages(spec),
+        loop_stages=_loop_stages(spec),
+        # The transport gives requests from peers of its address type A:
+        # the type checker cannot see that link between R and A.
+        verify=cast("Callable[[object], bool] | None", spec.verify),
+        report=_reporter(spec, where),
+        emit=emit,
+        routine=routine,
+        admission=_limits(spec.admission),
+        timeout=spec.timeout,
+        service_actions=spec.service_actions,
+    )
 
 
 class _Handle(Generic[_ReqT, _AddrT]):
@@ -218,7 +381,7 @@ def _handle(bound: Bound[_ReqT, _AddrT]) -> _Handle[_ReqT, _AddrT]:
 
 @final
 class Bound(Generic[_ReqT, _AddrT]):
-    """A bound, listening server at an address of type *A*: serves, shuts down, closes.
+    """A bound, listening server at addresses of type *A*: serves, shuts down, closes.
 
     Made by :meth:`Server.bind`.  A context manager: leaving the ``with``
     block closes it.
@@ -230,39 +393,28 @@ class Bound(Generic[_ReqT, _AddrT]):
     __slots__ = ("__weakref__",)
 
     def __init__(self, spec: Server[_ReqT, _AddrT]) -> None:
-        emit, routine = _sink(spec)
-        listener = spec.transport.listen()
-        runtime = Runtime(
-            listener,
-            spec.transport.acceptor(),
-            spec.dispatcher,
-            spec.handler,
-            # The transport gives requests from peers of its address type A:
-            # the type checker cannot see that link between R and A.
-            cast("Callable[[object], bool] | None", spec.verify),
-            _reporter(spec, listener.name),
-            spec.service_actions,
-            spec.timeout,
-            spec.gate,
-            _setup(spec.deadlines) if listener.socket.type == socket.SOCK_STREAM else None,
-            emit=emit,
-            routine=routine,
-            admission=_limits(spec.admission),
-        )
+        intakes = _listen_all(spec)
+        where = ", ".join(intake.listener.name for intake in intakes)
+        runtime: Runtime[_ReqT, _AddrT] = Runtime(intakes, spec.dispatcher, _wiring(spec, where))
         _handles[self] = cast("_Handle[Request[object], object]", _Handle(spec, runtime))
 
     @property
     def address(self) -> _AddrT:
-        """The address the server is bound to (port 0 already resolved).
+        """The address the server is bound to (port 0 already resolved); the first one's, with several.
 
         ``(host, port)`` on IP transports, so ``host, port = bound.address``
         works; the path (or abstract name) on Unix ones.
         """
-        return _handle(self).runtime.listener.address
+        return _handle(self).runtime.listeners[0].address
+
+    @property
+    def addresses(self) -> tuple[_AddrT, ...]:
+        """The addresses of every listener, in the order of the server's transports."""
+        return tuple(listener.address for listener in _handle(self).runtime.listeners)
 
     @property
     def host(self: Bound[_ReqT, IPAddress]) -> str:
-        """The bound host of an IP server (an IPv6 scope, if any, as ``%scope_id``).
+        """The bound host of an IP server (an IPv6 scope, if any, as ``%scope_id``); the first listener's.
 
         Only IP servers have one: on a Unix server this is a type error, and
         a :class:`TypeError` at run time.
@@ -271,7 +423,7 @@ class Bound(Generic[_ReqT, _AddrT]):
 
     @property
     def port(self: Bound[_ReqT, IPAddress]) -> int:
-        """The bound port of an IP server (the real one when 0 was asked for).
+        """The bound port of an IP server (the real one when 0 was asked for); the first listener's.
 
         Only IP servers have one: on a Unix server this is a type error, and
         a :class:`TypeError` at run time.
@@ -289,8 +441,8 @@ class Bound(Generic[_ReqT, _AddrT]):
         return _handle(self).runtime.closed
 
     def fileno(self) -> int:
-        """The listening socket's file descriptor (``-1`` once closed)."""
-        return _handle(self).runtime.listener.socket.fileno()
+        """The (first) listening socket's file descriptor (``-1`` once closed)."""
+        return _handle(self).runtime.listeners[0].socket.fileno()
 
     def serve_forever(self, poll_interval: float = 0.5) -> None:
         """Serve requests until :meth:`shutdown` or :meth:`close`.
@@ -318,8 +470,12 @@ class Bound(Generic[_ReqT, _AddrT]):
     def handle_request(self) -> bool:
         """Wait for one request (up to the server's ``timeout``) and handle it.
 
-        Returns ``True`` if a request was handled, ``False`` if the timeout
-        passed first.  Exceptions propagate as for :meth:`serve_forever`.
+        Returns ``True`` once a request has been taken and has left the loop
+        -- handed to a worker (and, inline, handled), or refused or closed at
+        the gate -- and ``False`` if the timeout passed first.  Connections
+        held at a gate meanwhile stay held, and the next call (or
+        ``serve_forever``) goes on with them.  Exceptions propagate as for
+        :meth:`serve_forever`.
         """
         return _handle(self).runtime.handle_request()
 
@@ -341,17 +497,17 @@ class Bound(Generic[_ReqT, _AddrT]):
         From another thread than the one in ``serve_forever`` (a signal
         handler's thread, for example -- :func:`servekit.run` does it on
         SIGTERM).  The server stops accepting, but first takes every
-        connection already waiting in the listen backlog (none is reset), then
-        closes the listener.  Requests in flight (and those held at the gate)
-        go on; :attr:`draining` is set so that handlers can end long sessions
-        cleanly.  At the deadline every connection left is cut: its socket is
-        shut down, so its handler's next read or write fails.  Then
+        connection already waiting in its listen backlogs (none is reset),
+        then closes its listeners.  Requests in flight (and those held at the
+        gate) go on; :attr:`draining` is set so that handlers can end long
+        sessions cleanly.  At the deadline every connection left is cut: its
+        socket is shut down, so its handler's next read or write fails.  Then
         ``serve_forever`` returns.  :meth:`close` is still to be called; it
         waits for handlers as the dispatcher's ``block_on_close`` says (a
         handler that does not touch its socket -- sleeping, computing --
         is not interrupted by the cut).
 
-        Requests handled by forked children are waited for too (each child
+        Requests handled by child processes are waited for too (each child
         reports its end to the parent); at the deadline the children left are
         sent SIGTERM, and SIGKILL after a grace of a second.
         """
@@ -363,34 +519,35 @@ class Bound(Generic[_ReqT, _AddrT]):
         """Set when :meth:`drain` begins: a handler checks it to end a long session cleanly."""
         return _handle(self).runtime.draining
 
-    def connections(self) -> list[Connection]:
+    def connections(self) -> list[Connection[_AddrT]]:
         """The connections (or datagrams) taken and not yet released: peer, age, state -- a snapshot.
 
         An ``inline()`` datagram server handles each datagram as it takes it,
         on the serving thread: its datagrams are not listed (nor counted in
         ``stats().connections_active``) unless ``on_event`` is given.
         """
-        return _handle(self).runtime.pipeline.connections()
+        return cast("list[Connection[_AddrT]]", _handle(self).runtime.pipeline.connections())
 
     def stats(self) -> Stats:
         """A snapshot of the server's counters (:class:`~servekit.events.Stats`; ``.prometheus()`` renders it)."""
         return _handle(self).runtime.stats()
 
-    def close_clients(self, where: Callable[[Connection], bool] | None = None) -> list[Connection]:
+    def close_clients(self, where: Callable[[Connection[_AddrT]], bool] | None = None) -> list[Connection[_AddrT]]:
         """Close live stream connections -- those *where* selects, or all -- from any thread.
 
         A connection with a worker has its socket shut down, so its handler's
         next read or write fails (a handler busy elsewhere is not interrupted)
         and the worker releases it; one held at the gate is closed at once.
         Each is reported closed with reason ``"closed"``.  The server goes on
-        serving.  Connections held by forked children are not the parent's
+        serving.  Connections held by child processes are not the parent's
         to close and are left alone; datagrams have nothing to close.  Returns
         the connections closed (a snapshot, as :meth:`connections` gives).
         To close one: ``bound.close_clients(lambda c: c.peer == peer)``.
         """
-        return _handle(self).runtime.pipeline.close_clients(where, abort=False)
+        chosen = _handle(self).runtime.pipeline.close_clients(cast("Callable[[Connection[object]], bool]", where), abort=False)
+        return cast("list[Connection[_AddrT]]", chosen)
 
-    def abort_clients(self, where: Callable[[Connection], bool] | None = None) -> list[Connection]:
+    def abort_clients(self, where: Callable[[Connection[_AddrT]], bool] | None = None) -> list[Connection[_AddrT]]:
         """As :meth:`close_clients`, but each connection is reset, not closed in order.
 
         Its socket is shut down for reading only (a blocked read in the
@@ -398,10 +555,11 @@ class Bound(Generic[_ReqT, _AddrT]):
         the client gets a reset, and no FIN before it.  Reported closed with
         reason ``"aborted"``.
         """
-        return _handle(self).runtime.pipeline.close_clients(where, abort=True)
+        chosen = _handle(self).runtime.pipeline.close_clients(cast("Callable[[Connection[object]], bool]", where), abort=True)
+        return cast("list[Connection[_AddrT]]", chosen)
 
     def close(self) -> None:
-        """Stop serving, close the socket, release the workers.  Idempotent.
+        """Stop serving, close the sockets, release the workers.  Idempotent.
 
         A running ``serve_forever`` (in another thread) is stopped first.  A
         Unix socket file the server created is removed.  Running handlers are
@@ -422,79 +580,12 @@ class Bound(Generic[_ReqT, _AddrT]):
 
     def __repr__(self) -> str:
         runtime = _handle(self).runtime
-        return f"<servekit.Bound {runtime.listener.name} {runtime.state()}>"
+        return f"<servekit.Bound {runtime.name} {runtime.state()}>"
 
 
 def _ip_address(bound: Bound[_ReqT, _AddrT]) -> IPAddress:
     runtime = _handle(bound).runtime
-    address: object = runtime.listener.address
+    address: object = runtime.listeners[0].address
     if not isinstance(address, tuple):
-        raise TypeError(f"{runtime.listener.name} is not on an IP address: it has no host or port")
+        raise TypeError(f"{runtime.listeners[0].name} is not on an IP address: it has no host or port")
     return address
-
-
-def run(
-    server: Server[_ReqT, _AddrT] | Bound[_ReqT, _AddrT],
-    *,
-    drain_seconds: float = 10.0,
-    poll_interval: float = 0.5,
-    signals: tuple[signal.Signals, ...] = (signal.SIGTERM, signal.SIGINT),
-    ready: Callable[[Bound[_ReqT, _AddrT]], object] | None = None,
-) -> DrainReport:
-    """Serve until SIGTERM or SIGINT, then drain for at most *drain_seconds*; return the report.
-
-    One call for a program's main thread: binds *server* (or takes a bound
-    one), calls *ready* with the bound handle once it listens, serves (in a
-    thread of its own), and on the first of *signals* drains
-    (:meth:`Bound.drain`), logs the report on the ``servekit.server`` logger
-    and closes the server.  A second signal during the drain stops at once:
-    every connection left is cut and the server closed without waiting.  The
-    signal handlers are restored on return.
-
-    Raises:
-        ValueError: not called from the main thread (signal handlers can only be set there).
-        BaseException: whatever ended ``serve_forever`` (a handler's
-            ``SystemExit``, ...), after the server was closed.
-    """
-    check_seconds("drain_seconds", drain_seconds)
-    bound = server.bind() if isinstance(server, Server) else server
-    stop = threading.Event()
-    failed: list[BaseException] = []
-
-    def on_signal(signum: int, frame: object) -> None:
-        if stop.is_set():
-            raise KeyboardInterrupt  # the second signal: stop at once
-        log.info("%s: draining for at most %.1f s", signal.Signals(signum).name, drain_seconds)
-        stop.set()
-
-    def serve() -> None:
-        try:
-            bound.serve_forever(poll_interval)
-        except BaseException as exc:  # noqa: BLE001 - raised again in the main thread
-            failed.append(exc)
-        finally:
-            stop.set()
-
-    with bound:
-        previous = {sig: signal.signal(sig, on_signal) for sig in signals}
-        try:
-            thread = threading.Thread(target=serve, name=f"servekit serving {bound!r}")
-            thread.start()
-            if ready is not None:
-                ready(bound)
-            stop.wait()
-            if failed:
-                thread.join()
-                raise failed[0]
-            try:
-                report = bound.drain(drain_seconds)
-            except KeyboardInterrupt:
-                report = bound.drain(0)
-            log.info(
-                "drained in %.1f s: %d finished, %d cut", report.seconds, report.finished, report.cut
-            )
-            thread.join()
-        finally:
-            for sig, handler in previous.items():
-                signal.signal(sig, handler)
-    return report

@@ -6,7 +6,7 @@ import errno
 import os
 import socket
 import stat
-from typing import Generic, final
+from typing import Generic, Literal, final
 
 import attrs
 
@@ -304,3 +304,12 @@ unix_stream = UnixStreamTransport
 
 unix_datagram = UnixDatagramTransport
 """A Unix datagram transport: ``unix_datagram(path, *, max_packet_size=8192, replace_stale=False)``."""
+
+
+def transport_kind(transport: object) -> Literal["stream", "datagram"] | None:
+    """``"stream"`` or ``"datagram"`` for servekit's own transports; ``None`` for one it does not know."""
+    if isinstance(transport, (TCPTransport, UnixStreamTransport)):
+        return "stream"
+    if isinstance(transport, (UDPTransport, UnixDatagramTransport)):
+        return "datagram"
+    return None

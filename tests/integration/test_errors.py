@@ -164,7 +164,7 @@ class TestInvalidOptions:
             (lambda: unix_datagram(b"/tmp/x"), TypeError, "path must be a str or os.PathLike, got bytes b'/tmp/x'"),  # type: ignore[arg-type]
             (lambda: forked(max_children=0), ValueError, "max_children must be >= 1, got 0"),
             (lambda: threaded(daemon=1), TypeError, "daemon must be a bool, got int 1"),  # type: ignore[arg-type]
-            (lambda: server(tcp("127.0.0.1", 0), 5), TypeError, "handler must be callable, got int 5"),  # type: ignore[arg-type]
+            (lambda: server(tcp("127.0.0.1", 0), 5), TypeError, "handler must be callable, got int 5"),  # type: ignore[call-overload]
             (lambda: server(tcp("127.0.0.1", 0), print, timeout=-1), ValueError, "timeout must be >= 0 seconds, got -1"),
         ],
     )

@@ -25,6 +25,11 @@ LAYERS = [
     "_runtime.loop",
     "_runtime.workers",
     "_runtime.pool",
+    "_runtime.wiring",
+    "_runtime.books",
+    "_runtime.admission",
+    "_runtime.gate",
+    "_runtime.children",
     "_runtime.pipeline",
     "_runtime.lifecycle",
     "acceptors",
@@ -35,6 +40,7 @@ LAYERS = [
     "gates",
     "admission",
     "servers",
+    "runner",
     "testing",
     "_api",
     "__init__",
@@ -89,7 +95,7 @@ def _imports(name: str, path: Path) -> set[str]:
 
 def test_all_is_complete_and_sorted() -> None:
     public = {name for name in dir(servekit) if not name.startswith("_")}
-    modules = {"abc", "admission", "events", "gates", "servers", "acceptors", "connections", "dispatchers", "errors", "handlers", "testing", "transports", "deadlines", "classic"}
+    modules = {"abc", "admission", "events", "gates", "servers", "acceptors", "connections", "dispatchers", "errors", "handlers", "testing", "transports", "deadlines", "classic", "runner"}
     assert set(servekit.__all__) == public - modules
     assert list(servekit.__all__) == sorted(servekit.__all__)
 
@@ -123,11 +129,11 @@ def test_public_names_load_on_first_use() -> None:
 
 
 def test_the_server_module_is_a_module() -> None:
-    # servekit.server is the public name of Server; its module is servekit.servers,
+    # servekit.server (the function that makes a Server) lives in servekit.servers,
     # so no import replaces one with the other.
     code = (
         "import servekit.servers as m, servekit, types\n"
-        "print(isinstance(m, types.ModuleType), servekit.server is servekit.Server, type(servekit).__name__)"
+        "print(isinstance(m, types.ModuleType), servekit.server is m.server, type(servekit).__name__)"
     )
     assert _fresh(code) == "True True module"
 
@@ -179,12 +185,12 @@ def test_type_errors_name_public_modules(tmp_path: Path) -> None:
 
     program = tmp_path / "wrong_workers.py"
     program.write_text(
-        "from servekit import server, tcp\n"
+        "from servekit import Server, tcp\n"
         "from servekit.abc import WorkerHost\n"
         "class Pool:\n"
         "    def start(self, host: WorkerHost[object], /) -> int:\n"
         "        return 0\n"
-        "server(tcp('127.0.0.1', 0), print, dispatcher=Pool())\n"
+        "Server(tcp('127.0.0.1', 0), print, dispatcher=Pool())\n"
         "from servekit import forked\n"
         "reveal_type(forked().start)\n"
     )
@@ -206,6 +212,7 @@ def test_the_bound_handle_shows_only_its_documented_members() -> None:
         assert members == [
             "abort_clients",
             "address",
+            "addresses",
             "close",
             "close_clients",
             "closed",

@@ -1,4 +1,4 @@
-"""ChildWorkers: the host's child_exited, terminate(grace) and default_sigterm, with real forks."""
+"""ChildWorkers: forks, reaps and reports each exit to the host's child_exited, with real forks."""
 
 from __future__ import annotations
 
@@ -8,7 +8,6 @@ import signal
 import threading
 import time
 from collections.abc import Callable, Iterator
-from types import FrameType
 
 import pytest
 
@@ -29,10 +28,10 @@ class Boom(BaseException):
 class FakeHost:
     """A worker host whose route, in the child, is *behaviour*; exits are recorded in the parent."""
 
-    def __init__(self, behaviour: Callable[[str], None]) -> None:
+    def __init__(self, behaviour: Callable[[str], object]) -> None:
         self._behaviour = behaviour
         self.discarded: list[str] = []
-        self.exits: list[tuple[str, int]] = []
+        self.exits: list[tuple[int, int]] = []
 
     def run(self, request: str, /) -> None:
         self._behaviour(request)
@@ -40,27 +39,14 @@ class FakeHost:
     def discard(self, request: str, /) -> None:
         self.discarded.append(request)
 
-    def close_inherited(self) -> None:
-        pass
-
-    def worker_failed(self, exc: BaseException, /) -> None:
-        raise exc
-
-    def child_exited(self, request: str, status: int) -> None:
-        self.exits.append((request, status))
-
-
-class SilentHost:
-    """A host without child_exited, as servekit.classic's is."""
-
-    def run(self, request: str, /) -> None:
-        pass
-
-    def discard(self, request: str, /) -> None:
-        pass
+    def drop(self, request: str, /) -> None:
+        raise AssertionError("child workers never drop a request")
 
     def close_inherited(self) -> None:
         pass
+
+    def child_exited(self, pid: int, status: int, /) -> None:
+        self.exits.append((pid, status))
 
     def worker_failed(self, exc: BaseException, /) -> None:
         raise exc
@@ -117,12 +103,8 @@ def assert_gone(pids: set[int]) -> None:
             os.kill(pid, 0)
 
 
-def fd_count() -> int:
-    return len(os.listdir("/proc/self/fd"))
-
-
-def start(host: FakeHost | SilentHost, *, default_sigterm: bool = False) -> ChildWorkers[str]:
-    return ChildWorkers(host, 8, True, default_sigterm=default_sigterm)
+def start(host: FakeHost) -> ChildWorkers[str]:
+    return ChildWorkers(host, 8, True)
 
 
 @pytest.fixture
@@ -131,12 +113,17 @@ def cleanup() -> Iterator[list[ChildWorkers[str]]]:
     made: list[ChildWorkers[str]] = []
     yield made
     for workers in made:
-        workers.terminate(0)
+        for pid in list(workers.pids):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        workers.reap(block=True)
 
 
 class TestChildExited:
     def test_normal_exit_reported_once_with_status_0(self, cleanup: list[ChildWorkers[str]]) -> None:
-        """A child whose route returns is reported once, with its request and status 0."""
+        """A child whose route returns is reported once, with its pid and status 0."""
         host = FakeHost(lambda request: None)
         workers = start(host)
         cleanup.append(workers)
@@ -147,7 +134,7 @@ class TestChildExited:
         workers.reap()
         workers.reap()
         workers.close()
-        assert host.exits == [("a", 0)]
+        assert host.exits == [(pid, 0) for pid in pids]
         assert workers.pids == set()
         assert_gone(pids)
 
@@ -161,9 +148,10 @@ class TestChildExited:
         workers = start(host)
         cleanup.append(workers)
         workers.dispatch("b")
-        wait_exited(set(workers.pids))
+        (pid,) = workers.pids
+        wait_exited({pid})
         workers.reap()
-        assert host.exits == [("b", 1)]
+        assert host.exits == [(pid, 1)]
 
     def test_killed_child_has_negative_status(self, cleanup: list[ChildWorkers[str]]) -> None:
         """A child ended by a signal is reported with minus the signal's number."""
@@ -171,22 +159,23 @@ class TestChildExited:
         workers = start(host)
         cleanup.append(workers)
         workers.dispatch("c")
+        (pid,) = workers.pids
         workers.reap(block=True)
-        assert host.exits == [("c", -signal.SIGKILL)]
+        assert host.exits == [(pid, -signal.SIGKILL)]
 
-    def test_each_request_is_matched_to_its_child(self) -> None:
-        """Several children, each exit reported with the request that child handled."""
+    def test_each_child_is_reported_with_its_own_status(self) -> None:
+        """Several children, each exit reported with that child's pid and status."""
         codes = {"zero": 0, "three": 3, "five": 5}
-
-        def leave(request: str) -> None:
-            os._exit(codes[request])
-
-        host = FakeHost(leave)
+        host = FakeHost(lambda request: os._exit(codes[request]))
         workers = start(host)
+        forked: dict[int, int] = {}
         for request in codes:
+            before = set(workers.pids)
             workers.dispatch(request)
+            (pid,) = workers.pids - before
+            forked[pid] = codes[request]
         workers.close()  # block_on_close: waits for them all
-        assert sorted(host.exits) == sorted(codes.items())
+        assert sorted(host.exits) == sorted(forked.items())
 
     def test_child_reaped_elsewhere_is_reported_with_status_0(self) -> None:
         """Another part of the program reaped the child first: its status is lost, 0 is reported."""
@@ -196,11 +185,11 @@ class TestChildExited:
         (pid,) = workers.pids
         os.waitpid(pid, 0)
         workers.reap()
-        assert host.exits == [("d", 0)]
+        assert host.exits == [(pid, 0)]
         assert workers.pids == set()
 
-    def test_pid_not_forked_here_is_reaped_without_a_call(self) -> None:
-        """A pid put into ``pids`` from outside (classic's adopted set) is reaped, not reported."""
+    def test_a_pid_put_in_from_outside_is_reaped_and_reported(self) -> None:
+        """A pid put into ``pids`` from outside (classic's adopted set) is reaped like the others."""
         host = FakeHost(lambda request: None)
         workers = start(host)
         pid = os.fork()
@@ -209,183 +198,40 @@ class TestChildExited:
         workers.pids.add(pid)
         wait_exited({pid})
         workers.reap()
-        assert host.exits == []
+        assert host.exits == [(pid, 0)]
         assert workers.pids == set()
         assert_gone({pid})
 
-    def test_host_without_child_exited_keeps_no_request(self) -> None:
-        """With no child_exited (servekit.classic), the parent holds no reference to the requests."""
-        workers = start(SilentHost())
-        workers.dispatch("e")
-        assert workers._requests == {}
-        workers.close()
-        assert workers.pids == set()
-
-
-class TestTerminate:
-    def test_no_children(self) -> None:
-        """With no child running it returns [] at once."""
-        workers = start(FakeHost(lambda request: None))
-        assert workers.terminate(TIMEOUT) == []
-
-    def test_blocked_children_end_on_sigterm(
-        self, pipe: tuple[int, int], block: int, cleanup: list[ChildWorkers[str]]
-    ) -> None:
-        """Children blocked on a read die of SIGTERM well within the grace; nothing is left behind."""
+    def test_forked_from_another_thread_and_reaped_on_close(self, pipe: tuple[int, int]) -> None:
+        """A child forked by a thread other than the main one (the serving thread) runs and is reaped."""
         ready_r, ready_w = pipe
-
-        def wait(request: str) -> None:
-            os.write(ready_w, b"+")
-            os.read(block, 1)  # never returns: the child holds the write end too
-
-        host = FakeHost(wait)
-        fds = fd_count()
+        host = FakeHost(lambda request: os.write(ready_w, request.encode()))
         workers = start(host)
-        cleanup.append(workers)
-        for request in ("x", "y", "z"):
-            workers.dispatch(request)
-        read_exactly(ready_r, 3)
-        pids = set(workers.pids)
-        began = time.monotonic()
-        killed = workers.terminate(TIMEOUT)
-        elapsed = time.monotonic() - began
-        assert killed == []
-        # Woken by the exits, not by the end of the grace.
-        assert elapsed < TIMEOUT / 2
-        assert sorted(host.exits) == [(r, -signal.SIGTERM) for r in ("x", "y", "z")]
-        assert workers.pids == set()
-        assert_gone(pids)
-        assert fd_count() == fds  # no pidfd is left open
-
-    def test_child_ignoring_sigterm_is_killed_after_grace(
-        self, pipe: tuple[int, int], block: int, cleanup: list[ChildWorkers[str]]
-    ) -> None:
-        """A child that ignores SIGTERM is SIGKILLed once the grace is over and returned in the list."""
-        ready_r, ready_w = pipe
-
-        def stubborn(request: str) -> None:
-            if request == "stubborn":
-                signal.signal(signal.SIGTERM, signal.SIG_IGN)
-            os.write(ready_w, b"+")
-            os.read(block, 1)
-
-        host = FakeHost(stubborn)
-        fds = fd_count()
-        workers = start(host)
-        cleanup.append(workers)
-        workers.dispatch("stubborn")
-        (stubborn_pid,) = workers.pids
-        workers.dispatch("meek")
-        read_exactly(ready_r, 2)
-        pids = set(workers.pids)
-        grace = 0.3
-        began = time.monotonic()
-        killed = workers.terminate(grace)
-        assert time.monotonic() - began >= grace
-        assert killed == [stubborn_pid]
-        assert sorted(host.exits) == [("meek", -signal.SIGTERM), ("stubborn", -signal.SIGKILL)]
-        assert workers.pids == set()
-        assert_gone(pids)
-        assert fd_count() == fds
-
-    def test_without_pidfds_it_checks_by_waitpid(
-        self, pipe: tuple[int, int], block: int, monkeypatch: pytest.MonkeyPatch, cleanup: list[ChildWorkers[str]]
-    ) -> None:
-        """Where there are no pidfds, the same outcome through short waitpid checks."""
-        ready_r, ready_w = pipe
-
-        def stubborn(request: str) -> None:
-            if request == "stubborn":
-                signal.signal(signal.SIGTERM, signal.SIG_IGN)
-            os.write(ready_w, b"+")
-            os.read(block, 1)
-
-        host = FakeHost(stubborn)
-        workers = start(host)
-        cleanup.append(workers)
-        workers.dispatch("stubborn")
-        (stubborn_pid,) = workers.pids
-        workers.dispatch("meek")
-        read_exactly(ready_r, 2)
-        pids = set(workers.pids)
-        fds = fd_count()
-        monkeypatch.delattr(os, "pidfd_open")
-        killed = workers.terminate(0.3)
-        monkeypatch.undo()
-        assert killed == [stubborn_pid]
-        assert sorted(host.exits) == [("meek", -signal.SIGTERM), ("stubborn", -signal.SIGKILL)]
-        assert workers.pids == set()
-        assert_gone(pids)
-        assert fd_count() == fds
-
-    def test_grace_must_be_a_non_negative_number(self) -> None:
-        workers = start(FakeHost(lambda request: None))
-        with pytest.raises(ValueError, match="grace must be a number of seconds >= 0, not -1"):
-            workers.terminate(-1)
-        with pytest.raises(ValueError, match="not nan"):
-            workers.terminate(float("nan"))
-
-
-class TestDefaultSigterm:
-    @pytest.fixture
-    def python_sigterm_handler(self) -> Iterator[list[int]]:
-        """A Python SIGTERM handler in this process (as servekit.run() installs), restored afterwards."""
-        calls: list[int] = []
-
-        def handler(signum: int, frame: FrameType | None) -> None:
-            calls.append(signum)
-
-        previous = signal.signal(signal.SIGTERM, handler)
-        try:
-            yield calls
-        finally:
-            signal.signal(signal.SIGTERM, previous)
-
-    @pytest.mark.parametrize(("default_sigterm", "status"), [(True, -signal.SIGTERM), (False, -signal.SIGKILL)])
-    def test_parent_handler_is_reset_in_the_child(
-        self,
-        default_sigterm: bool,
-        status: int,
-        python_sigterm_handler: list[int],
-        pipe: tuple[int, int],
-        block: int,
-        cleanup: list[ChildWorkers[str]],
-    ) -> None:
-        """With default_sigterm the child dies of SIGTERM; without, the inherited handler keeps it alive."""
-        ready_r, ready_w = pipe
-
-        def wait(request: str) -> None:
-            os.write(ready_w, b"+")
-            os.read(block, 1)  # the inherited handler only interrupts it, and the read goes on
-
-        host = FakeHost(wait)
-        workers = start(host, default_sigterm=default_sigterm)
-        cleanup.append(workers)
-        workers.dispatch("w")
-        (pid,) = workers.pids
-        read_exactly(ready_r, 1)
-        killed = workers.terminate(0.3 if status == -signal.SIGKILL else TIMEOUT)
-        assert killed == ([] if default_sigterm else [pid])
-        assert host.exits == [("w", status)]
-        assert python_sigterm_handler == []  # the parent itself was not signalled
-
-    def test_forked_from_another_thread(
-        self, python_sigterm_handler: list[int], pipe: tuple[int, int], block: int, cleanup: list[ChildWorkers[str]]
-    ) -> None:
-        """The reset works in a child forked by a thread other than the main one (the serving thread)."""
-        ready_r, ready_w = pipe
-
-        def wait(request: str) -> None:
-            os.write(ready_w, b"+")
-            os.read(block, 1)
-
-        host = FakeHost(wait)
-        workers = start(host, default_sigterm=True)
-        cleanup.append(workers)
         thread = threading.Thread(target=workers.dispatch, args=("t",))
         thread.start()
         thread.join(TIMEOUT)
         assert not thread.is_alive()
-        read_exactly(ready_r, 1)
-        assert workers.terminate(TIMEOUT) == []
-        assert host.exits == [("t", -signal.SIGTERM)]
+        assert read_exactly(ready_r, 1) == b"t"
+        (pid,) = workers.pids
+        workers.close()
+        assert host.exits == [(pid, 0)]
+
+
+class TestCapacity:
+    def test_at_max_children_it_offers_the_children_s_pidfds(self, block: int, cleanup: list[ChildWorkers[str]]) -> None:
+        """Full: capacity() gives a pidfd per child, which turns readable when that child exits."""
+        host = FakeHost(lambda request: os.read(block, 1))
+        workers = ChildWorkers(host, 2, True)
+        cleanup.append(workers)
+        assert workers.capacity() is None
+        workers.dispatch("slow")
+        workers.dispatch("slow")
+        fds = workers.capacity()
+        assert fds is not None and len(fds) == 2
+        ready, _, _ = select.select(list(fds), [], [], 0)
+        assert ready == []
+        for pid in list(workers.pids):
+            os.kill(pid, signal.SIGKILL)
+        wait_exited(set(workers.pids))
+        assert workers.capacity() is None  # reaped on the way
+        assert sorted(status for _, status in host.exits) == [-signal.SIGKILL, -signal.SIGKILL]

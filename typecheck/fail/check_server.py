@@ -11,6 +11,8 @@ import attrs
 
 from servekit import (
     Bound,
+    Deadlines,
+    first_line,
     BoundServer,
     Datagram,
     IPAddress,
@@ -65,7 +67,7 @@ forked(max_children=1.5)  # type: ignore[arg-type]
 pooled(workers="8")  # type: ignore[arg-type]
 pooled(queue=2.5)  # type: ignore[arg-type]
 pooled(16)  # type: ignore[call-arg]  # the options are keywords only
-server(tcp("127.0.0.1", 0), echo, timeout="1")  # type: ignore[arg-type]
+server(tcp("127.0.0.1", 0), echo, timeout="1")  # type: ignore[call-overload]
 attrs.evolve(transport, port="80")  # type: ignore[arg-type]
 attrs.evolve(transport, prot=80)  # type: ignore[call-arg]
 
@@ -103,3 +105,14 @@ servers: list[BoundServer] = [tcp_bound, unix_bound]
 servers[0].server  # type: ignore[attr-defined]
 ip_servers: list[BoundServer[IPAddress]] = [tcp_bound, unix_bound]  # type: ignore[list-item]
 narrow: Bound[StreamConnection[IPAddress], IPAddress] = server(udp("127.0.0.1", 0), pong).bind()  # type: ignore[assignment]
+
+# Several listeners must yield one kind of request: stream and datagram do not mix.
+server((tcp("127.0.0.1", 0), udp("127.0.0.1", 0)), print)  # type: ignore[type-var]
+server((unix_stream("/tmp/s"), unix_datagram("/tmp/d")), print)  # type: ignore[type-var]
+
+# A gate and deadlines are for stream connections only.
+server(udp("127.0.0.1", 0), pong, gate=first_line())  # type: ignore[arg-type]
+server(unix_datagram("/tmp/d"), pong, deadlines=Deadlines(idle=1.0))  # type: ignore[arg-type]
+
+# Live connections carry the server's address type.
+server(unix_stream("/tmp/s"), echo).bind().connections()[0].peer[1] + 1  # type: ignore[operator]

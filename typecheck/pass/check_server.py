@@ -12,6 +12,11 @@ from typing_extensions import assert_type
 
 from servekit import (
     Address,
+    Connection,
+    Deadlines,
+    Listeners,
+    WorkerTraits,
+    first_line,
     Bound,
     BoundServer,
     Datagram,
@@ -69,8 +74,16 @@ assert_type(server(udp("127.0.0.1", 0), any_request), Server[IPDatagram, IPAddre
 # A lambda handler's parameter is inferred from the transport, so its body is checked.
 assert_type(server(tcp("127.0.0.1", 0), lambda conn: conn.wfile.write(conn.rfile.readline())), Server[IPStream, IPAddress])
 assert_type(server(udp("127.0.0.1", 0), lambda dg: dg.reply(dg.data.upper())), Server[IPDatagram, IPAddress])
-server(tcp("127.0.0.1", 0), lambda conn: assert_type(conn.client_address, IPAddress))
-server(unix_datagram("/tmp/d"), lambda dg: assert_type(dg.client_address, UnixAddress))
+
+
+def takes_ip(address: IPAddress) -> None: ...
+
+
+def takes_unix(address: UnixAddress) -> None: ...
+
+
+server(tcp("127.0.0.1", 0), lambda conn: takes_ip(conn.client_address))
+server(unix_datagram("/tmp/d"), lambda dg: takes_unix(dg.client_address))
 
 srv = server(tcp("127.0.0.1", 0), echo, dispatcher=threaded(daemon=True), timeout=1.5)
 bound = srv.bind()
@@ -176,3 +189,64 @@ class CountingWorkers(Generic[_R]):
 
 
 assert_type(server(tcp("127.0.0.1", 0), echo, dispatcher=Counting()), Server[IPStream, IPAddress])
+
+
+# A transport chosen at run time has one type: Transport is covariant.
+def listener(url: str) -> Transport[StreamConnection[Address], Address]:
+    return tcp("127.0.0.1", int(url[4:])) if url.startswith("tcp:") else unix_stream(url[5:])
+
+
+def handle(conn: StreamConnection[Address]) -> None:
+    conn.wfile.write(repr(conn.client_address).encode())
+
+
+from_config = server(listener("tcp:8000"), handle)
+assert_type(from_config, Server[StreamConnection[Address], Address])
+# ... and several listeners, TCP and Unix together, with the stream-only options.
+several = server(
+    (tcp("0.0.0.0", 8000), tcp("::", 8000), unix_stream("/run/app.sock")),
+    handle,
+    gate=first_line(),
+    deadlines=Deadlines(request=5.0),
+)
+assert_type(several, Server[StreamConnection[Address], Address])
+assert_type(several.bind().addresses, tuple[Address, ...])
+assert_type(several.transports, tuple[Transport[StreamConnection[Address], Address], ...])
+both_ip = server((tcp("127.0.0.1", 0), tcp("::1", 0)), echo)
+assert_type(both_ip, Server[IPStream, IPAddress])
+listeners: Listeners[StreamConnection[Address], Address] = (listener("tcp:1"), unix_stream("/tmp/s"))
+server(listeners, handle)
+
+# A variant on another kind of transport.
+spec: Server[StreamConnection[Address], Address] = server(tcp("127.0.0.1", 8000), handle)
+assert_type(attrs.evolve(spec, transport=unix_stream("/tmp/s")), Server[StreamConnection[Address], Address])
+assert_type(attrs.evolve(spec, transport=(tcp("127.0.0.1", 0), unix_stream("/tmp/s"))), Server[StreamConnection[Address], Address])
+
+# Live connections carry the server's address type.
+ip_live = server(tcp("127.0.0.1", 0), echo).bind().connections()
+assert_type(ip_live, list[Connection[IPAddress]])
+assert_type(ip_live[0].peer, IPAddress)
+server(tcp("127.0.0.1", 0), echo).bind().close_clients(lambda c: c.peer[0] == "127.0.0.1")
+
+
+# Workers may declare what they are (optional; only makes serving cheaper).
+@attrs.define
+class DeclaredWorkers(Generic[_R]):
+    host: WorkerHost[_R]
+    traits: WorkerTraits = WorkerTraits("loop", capacity=False, service=False)
+
+    def dispatch(self, request: _R, /) -> None:
+        self.host.run(request)
+
+    def capacity(self) -> Sequence[int] | None:
+        return None
+
+    def service_actions(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def declared(host: WorkerHost[IPStream]) -> Workers[IPStream]:
+    return DeclaredWorkers(host)

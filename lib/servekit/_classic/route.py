@@ -97,7 +97,13 @@ class ThreadRoute:
     def discard(self, item: Item, /) -> None:
         pass
 
+    def drop(self, item: Item, /) -> None:
+        self._server.shutdown_request(item[0])
+
     def close_inherited(self) -> None:
+        pass
+
+    def child_exited(self, pid: int, status: int, /) -> None:
         pass
 
     def worker_failed(self, exc: BaseException, /) -> None:
@@ -128,9 +134,16 @@ class ChildRoute:
     def discard(self, item: Item, /) -> None:
         self._server.close_request(item[0])
 
+    def drop(self, item: Item, /) -> None:
+        self._server.shutdown_request(item[0])
+
     def close_inherited(self) -> None:
         # Classic forked children keep the listening socket, as the standard
         # library's do (a datagram child replies on it).
+        pass
+
+    def child_exited(self, pid: int, status: int, /) -> None:
+        # socketserver reports nothing of its children's ends.
         pass
 
     def worker_failed(self, exc: BaseException, /) -> None:

@@ -1,7 +1,7 @@
 """A composed server's running state: serve, shut down, close; what a worker's failure does.
 
-:class:`Runtime` is what :meth:`servekit.Server.bind` makes: the listener,
-the loop, the pipeline and the workers of one server, and the lifecycle
+:class:`Runtime` is what :meth:`servekit.Server.bind` makes: the listeners,
+the loop, the route and the workers of one server, and the lifecycle
 they share -- idle, serving (``serve_forever``), closed -- with the rule for
 a ``SystemExit``/``KeyboardInterrupt`` from a handler: it stops the loop,
 closes the server and is raised again from ``serve_forever``.  The public
@@ -12,109 +12,111 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Generic, TypeVar, final
 
-from ..abc import Acceptor, Dispatcher, Gate, Listener, Request, Workers
+from ..abc import Dispatcher, Listener, Request, WorkerTraits, Workers
 from ..errors import ServerClosedError
-from ..events import Connection, DrainFinished, DrainReport, DrainStarted, Event, Stats
+from ..events import Connection, DrainFinished, DrainReport, DrainStarted, Stats
 from .loop import Loop, Run
-from .pipeline import Admission, Pipeline
-from .workers import ChildWorkers, InlineWorkers
+from .pipeline import Pipeline
+from .wiring import Intake, Wiring
 
 __all__ = ("Runtime",)
 
-#: How long a drain gives forked children, signalled at its deadline, before killing them.
+#: How long a drain gives child processes, signalled at its deadline, before killing them.
 CHILD_GRACE = 1.0
 
 _ReqT = TypeVar("_ReqT", bound=Request[object])
 _AddrT = TypeVar("_AddrT")
 
 
+def _traits(workers: object) -> WorkerTraits | None:
+    """What *workers* declare of themselves (``servekit.abc.Workers``' optional ``traits``)."""
+    traits = getattr(workers, "traits", None)
+    if traits is not None and not isinstance(traits, WorkerTraits):
+        raise TypeError(
+            f"{type(workers).__name__}.traits must be a servekit.abc.WorkerTraits or absent, "
+            f"not {type(traits).__name__}: {traits!r}"
+        )
+    return traits
+
+
 @final
 class Runtime(Generic[_ReqT, _AddrT]):
-    """The listener, loop, pipeline and workers of one bound composed server."""
+    """The listeners, loop, route and workers of one bound composed server."""
 
     __slots__ = (
         "_close_lock",
         "_closed",
-        "_emit",
         "_fatal",
         "_service",
         "_tend",
         "draining",
-        "listener",
+        "listeners",
         "loop",
         "pipeline",
-        "timeout",
+        "wiring",
         "workers",
     )
 
-    def __init__(
-        self,
-        listener: Listener[_AddrT],
-        acceptor: Acceptor[_ReqT],
-        dispatcher: Dispatcher,
-        handler: Callable[[_ReqT], object],
-        verify: Callable[[object], bool] | None,
-        report: Callable[[_ReqT, Exception], None],
-        service_actions: Callable[[], object] | None,
-        timeout: float | None,
-        gate: Gate | None = None,
-        setup: Callable[[_ReqT], _ReqT] | None = None,
-        *,
-        emit: Callable[[Event], None],
-        routine: bool = True,
-        admission: Admission | None = None,
-    ) -> None:
-        self.listener = listener
-        self._emit = emit
+    def __init__(self, intakes: Sequence[Intake[_ReqT, _AddrT]], dispatcher: Dispatcher, wiring: Wiring[_ReqT]) -> None:
+        self.listeners: tuple[Listener[_AddrT], ...] = tuple(intake.listener for intake in intakes)
+        self.wiring = wiring
         self.draining = threading.Event()
-        self.timeout = timeout
-        self._service = service_actions
+        self._service = wiring.service_actions
         self._closed = False
         self._close_lock = threading.Lock()
         self._fatal: BaseException | None = None
         self.loop = Loop(self)
-        sock = listener.socket
-        self.pipeline = Pipeline(
-            sock,
-            listener.name,
-            acceptor,
-            handler,
-            verify,
-            report,
-            self.loop,
-            self._worker_failed,
-            gate,
-            setup,
-            emit=emit,
-            routine=routine,
-            admission=admission,
-        )
+        self.pipeline = pipeline = Pipeline(intakes, wiring, self.loop, self._worker_failed)
         try:
-            sock.setblocking(False)
-            self.workers: Workers[_ReqT] = dispatcher.start(self.pipeline)
+            for listener in self.listeners:
+                listener.socket.setblocking(False)
+            workers: Workers[_ReqT] = dispatcher.start(pipeline)
+            try:
+                traits = _traits(workers)
+                pipeline.start(workers, traits)
+            except BaseException:
+                workers.close()
+                raise
         except BaseException:
-            listener.close()
+            # Nothing of a server that could not start is left behind.
+            pipeline.close()
+            for listener in self.listeners:
+                listener.close()
             raise
-        self.pipeline.start(self.workers)
-        # Inline workers have nothing to service, and always have room: the
-        # loop need not ask them (two calls less per request).
-        inline = isinstance(self.workers, InlineWorkers)
-        self._tend: Callable[[], None] | None = None if inline else self.workers.service_actions
+        self.workers = workers
+        # Workers with nothing to service are not asked (a call less per wake-up).
+        self._tend = workers.service_actions if traits is None or traits.service else None
 
     @property
     def closed(self) -> bool:
         return self._closed
 
+    @property
+    def name(self) -> str:
+        """The listeners' names, for messages and reprs."""
+        return ", ".join(listener.name for listener in self.listeners)
+
     # -- the loop's owner ------------------------------------------------------
 
     def loop_run(self) -> Run:
         pipeline = self.pipeline
-        intake, watched = pipeline.sources()
-        room = None if self._tend is None else self.workers.capacity
-        return Run(intake, self._on_wake, pipeline.capacity(room), watched)
+        return Run(pipeline.sources(), self._on_wake, pipeline.capacity(), settled=self._settled())
+
+    def _settled(self) -> Callable[[], bool] | None:
+        """For ``handle_request``: whether a request taken has left the loop's side (``None``: at once)."""
+        pipeline = self.pipeline
+        if pipeline.parking is None:
+            return None
+        books = pipeline.books
+
+        def through() -> int:
+            return books.taken + sum(books.rejected.values()) - len(pipeline.held())
+
+        before = through()
+        return lambda: through() > before
 
     def _on_wake(self) -> None:
         if self._tend is not None:
@@ -143,7 +145,7 @@ class Runtime(Generic[_ReqT, _AddrT]):
     def handle_request(self) -> bool:
         self.check_open()
         try:
-            handled = self.loop.handle_request(self.timeout)
+            handled = self.loop.handle_request(self.wiring.timeout)
         except BaseException:
             self.close()
             raise
@@ -159,26 +161,29 @@ class Runtime(Generic[_ReqT, _AddrT]):
                 return
             self._closed = True
         self.loop.shutdown()
-        self.listener.close()
-        self.pipeline.release_parked()
+        for listener in self.listeners:
+            listener.close()
+        self.pipeline.release_held()
         self.workers.close()
         self.pipeline.close()
 
     def drain(self, seconds: float) -> DrainReport:
         """Stop taking new connections, finish what is in flight until *seconds* pass, cut the rest.
 
-        The connections waiting in the listen backlog are taken first (none
-        is reset); then the listener is closed.  Connections held at the gate
-        still go through it.  At the deadline every request left is cut: its
-        socket is shut down, so its handler's next read or write fails.  The
-        loop is stopped afterwards; :meth:`close` is the caller's.
+        The connections waiting in the listen backlogs are taken first (none
+        is reset); then the listeners are closed.  Connections held at the
+        gate still go through it.  At the deadline every request left is cut:
+        its socket is shut down, so its handler's next read or write fails,
+        and a child process still holding one is stopped.  The loop is
+        stopped afterwards; :meth:`close` is the caller's.
         """
         start = time.monotonic()
         deadline = start + seconds
         pipeline = self.pipeline
-        self._emit(DrainStarted(seconds))
+        books = pipeline.books
+        self.wiring.emit(DrainStarted(seconds))
         self.draining.set()
-        pipeline.start_draining()
+        books.start_draining()
         swept = threading.Event()
 
         def last_intake() -> None:
@@ -186,17 +191,19 @@ class Runtime(Generic[_ReqT, _AddrT]):
                 pipeline.take_all()
             finally:
                 self.loop.drop_intake()
-                self.listener.close()
+                for listener in self.listeners:
+                    listener.close()
                 swept.set()
 
         try:
             self.loop.call_soon(last_intake)
         except RuntimeError:  # not serving: nothing takes the backlog; nothing is parked either
-            self.listener.close()
+            for listener in self.listeners:
+                listener.close()
         else:
             swept.wait(max(0.0, deadline - time.monotonic()))
-        pipeline.wait_idle(deadline - time.monotonic())
-        cut: list[Connection] = []
+        books.wait_idle(deadline - time.monotonic())
+        cut: list[Connection[object]] = []
         finished: list[int] = []
         done = threading.Event()
 
@@ -212,21 +219,23 @@ class Runtime(Generic[_ReqT, _AddrT]):
             cut_all()
         done.wait(1.0)
         self.loop.shutdown()
-        workers = self.workers
-        if cut and isinstance(workers, ChildWorkers):
-            # A forked child's socket is not the parent's to shut: the child
-            # is stopped instead (SIGTERM, then SIGKILL after a grace).
-            workers.terminate(CHILD_GRACE)
+        children = pipeline.children
+        if cut and children is not None:
+            # A child's socket is not the parent's to shut: the child is
+            # stopped instead (SIGTERM, then SIGKILL after a grace), and reaped.
+            children.terminate(CHILD_GRACE)
+            if self._tend is not None:
+                self._tend()
         report = DrainReport(finished[0] if finished else 0, len(cut), time.monotonic() - start, tuple(cut))
-        self._emit(DrainFinished(report))
+        self.wiring.emit(DrainFinished(report))
         return report
 
     def stats(self) -> Stats:
-        return self.pipeline.stats()
+        return self.pipeline.books.stats()
 
     def check_open(self) -> None:
         if self._closed:
-            raise ServerClosedError(f"the server on {self.listener.name} is closed")
+            raise ServerClosedError(f"the server on {self.name} is closed")
 
     def _raise_fatal(self) -> None:
         exc = self._fatal

@@ -92,6 +92,7 @@ class Run(NamedTuple):
     service: Callback
     capacity: Callable[[], Sequence[int] | None] | None
     watched: Mapping[int, Callback] = {}
+    settled: Callable[[], bool] | None = None
 
 
 class Owner(Protocol):
@@ -193,6 +194,7 @@ class Loop:
         "_backoff_until",
         "_episode",
         "_soon",
+        "_sources",
         "_timers",
         "_failures",
         "_idle",
@@ -224,6 +226,7 @@ class Loop:
         self._timers: list[tuple[float, int, Callback]] = []
         # Callbacks other threads asked the loop's thread to run.
         self._soon: collections.deque[Callback] = collections.deque()
+        self._sources: dict[int, Callback] = {}
 
     @property
     def serving(self) -> bool:
@@ -266,6 +269,8 @@ class Loop:
         service, capacity = run.service, run.capacity
         waiter.open(intake)
         for fd, callback in run.watched.items():
+            waiter.watch(fd, callback)
+        for fd, callback in self._sources.items():
             waiter.watch(fd, callback)
         poll = waiter.poller.poll
         callbacks = waiter.callbacks
@@ -394,13 +399,14 @@ class Loop:
 
     def watch(self, fd: int, callback: Callback) -> None:
         """Call *callback* whenever *fd* is readable, from now on (from the loop's thread)."""
+        self._sources[fd] = callback
         waiter = self._waiter
-        if waiter is None:
-            raise RuntimeError("the loop is not serving")
-        waiter.watch(fd, callback)
+        if waiter is not None:
+            waiter.watch(fd, callback)
 
     def unwatch(self, fd: int) -> None:
         """Stop watching *fd* (from the loop's thread).  Unknown fds are ignored."""
+        self._sources.pop(fd, None)
         waiter = self._waiter
         if waiter is not None:
             waiter.unwatch(fd)

@@ -1,51 +1,42 @@
-"""The route of one request of a composed server, in one place.
+"""The route of one request of a composed server.
 
-On the loop's thread (:meth:`Pipeline.take`, the intake source's callback):
-take a request off the listener -> admit it (``verify``) -> dispatch it to
-the workers.  In the worker (:meth:`Pipeline.run`, the workers' host):
-handle it -> release it -> report what went wrong.  The pipeline is the
-workers' host too: a worker in another process has it close what the child
-must not hold, and discard the parent's copy.
+On the loop's thread, each listener's intake callback (:meth:`Pipeline.take`):
+take a request off the listener -> the loop-side stages before admission ->
+admit it (``verify``, the admission limits) -> the loop-side stages after
+admission (the first-request gate) -> dispatch it to the workers, when they
+have room.  In the worker (:meth:`Pipeline.run`, the workers' host): the
+worker-side stages in order (the deadline clock, ...) -> the handler.
+Every way a request ends -- finished, a failed stage, closed at a gate,
+refused, dropped, closed by hand, cut, in a child -- goes through
+:meth:`Pipeline.end`, which releases it, books it and reports it.
 
-The pipeline also keeps the server's books: the counters behind
-``stats()`` and the lifecycle events, admission (how many connections at
-most, per peer), and the live connections a drain waits for or cuts.  With
-the forked dispatcher a child keeps no books of its own: it sends what the
-parent's would have recorded over a pipe, which the parent's loop reads.
-
-``servekit.classic`` has a pipeline of its own, whose stages are the classic
-template methods, on the same loop and workers (``servekit._classic``).
+What keeps books (:mod:`.books`), holds connections on the loop
+(:mod:`.gate`), judges admission (:mod:`.admission`) and follows requests
+handed to child processes (:mod:`.children`) lives beside the route.
+``servekit.classic`` has a route of its own, on the same loop and workers.
 """
 
 from __future__ import annotations
 
-import os
+import signal
 import socket
 import struct
-import threading
 import time
-from time import monotonic
 from collections.abc import Callable, Sequence
 from functools import partial
-from typing import Final, Generic, Protocol, TypeVar, cast, final
+from time import monotonic
+from typing import Final, Generic, TypeVar, cast, final
 
-from ..abc import Acceptor, Gate, Request, Workers
+from ..abc import Request, WorkerTraits, Workers
 from ..connections import _traffic
-from ..events import (
-    AcceptFailed,
-    Accepted,
-    ChildFailed,
-    Connection,
-    ConnectionClosed,
-    Event,
-    HandlerFinished,
-    HandlerStarted,
-    Rejected,
-    Stats,
-)
+from ..events import AcceptFailed, Accepted, Connection, ConnectionClosed, HandlerFinished, HandlerStarted
+from ..events import Rejected, StageFailed
+from .admission import Limits
+from .books import Books
+from .children import Children
+from .gate import Parking, socket_of
 from .loop import Loop
-from .pool import _Signal
-from .workers import ChildWorkers, InlineWorkers
+from .wiring import Intake, Wiring
 
 __all__ = ("Pipeline",)
 
@@ -54,548 +45,424 @@ _ReqT = TypeVar("_ReqT", bound=Request[object])
 #: The logger accept() failures are reported on.
 LOGGER: Final = "servekit.server"
 
-#: How many bytes a gate peeks at, at least.
-_PEEK: Final = 65536
-_PEEK_FLAGS: Final = socket.MSG_PEEK | socket.MSG_DONTWAIT
-
-
-class _Parked:
-    """A connection held at the gate: how much of it the gate has seen, its low-water mark."""
-
-    __slots__ = ("lowat", "request", "seen")
-
-    def __init__(self, request: object) -> None:
-        self.request = request
-        self.seen = 0
-        self.lowat = 1
-
-
-#: A forked child's report of one request, sent to the parent over a pipe:
-#: the request's key (its ``id()``, the same in parent and child), the
-#: handler's run time, whether it raised, bytes in and out (-1: not counted),
-#: the name of the exception's type.
-_CHILD_RECORD: Final = struct.Struct("=Qd?qq48s")
-
 #: SO_LINGER on, for 0 seconds: close() resets the connection.
 _LINGER_0: Final = struct.pack("ii", 1, 0)
 
-
-class Admission(Protocol):
-    """What the pipeline reads of its admission limits: :class:`servekit.Admission`.
-
-    A protocol, so that the runtime does not import the attrs class.
-    """
-
-    @property
-    def max_connections(self) -> int | None: ...
-
-    @property
-    def per_peer(self) -> int | None: ...
-
-    @property
-    def busy(self) -> Callable[[socket.socket, object], object] | None: ...
+_NO_TRAFFIC: Final = (None, None)
 
 
-def _peer_key(peer: object) -> object:
-    """What the per-peer limit counts by: an IP peer's host, else the whole address."""
-    return peer[0] if isinstance(peer, tuple) else peer
+@final
+class _Door(Generic[_ReqT]):
+    """One listener as the route uses it: its socket, its name, its acceptor's calls."""
+
+    __slots__ = ("accept", "discard", "name", "release", "sock")
+
+    def __init__(self, intake: Intake[_ReqT, object]) -> None:
+        self.sock = intake.listener.socket
+        self.name = intake.listener.name
+        self.accept = intake.acceptor.accept
+        self.release = intake.acceptor.release
+        self.discard = intake.acceptor.discard
 
 
 @final
 class Pipeline(Generic[_ReqT]):
-    """The route of one request: ``take`` on the loop's thread, ``run`` in the worker."""
+    """The route: ``take`` on the loop's thread, ``run`` in the worker, one ``end``; the workers' host."""
 
     __slots__ = (
-        "_accept",
-        "_accept_errors",
-        "_admission",
-        "_child_reader",
-        "_child_writer",
-        "_children",
-        "_closed_seen",
+        "_admit_at",
         "_closing",
-        "_counts_lock",
-        "_shared_counts",
-        "_discard",
         "_dispatch",
-        "_draining",
+        "_doors",
         "_emit",
         "_failed",
-        "_gate",
-        "_gated_out",
-        "_handled_seen",
         "_handler",
-        "_handler_errors",
-        "_handler_seconds",
-        "_idle",
-        "_in_child",
-        "_listener",
-        "_live",
         "_loop",
-        "_name",
-        "_parked",
-        "_paused",
-        "_per_peer",
-        "_peers",
-        "_rejected",
-        "_release",
         "_report",
-        "_reports_lock",
         "_room",
         "_routine",
-        "_setup",
-        "_stream",
-        "_taken",
+        "_stages",
+        "_taking",
         "_track",
-        "_unhandled",
-        "_tcp",
         "_verify",
-        "_cut_total",
+        "books",
+        "children",
+        "limits",
+        "parking",
+        "wiring",
     )
 
     def __init__(
         self,
-        listener: socket.socket,
-        name: str,
-        acceptor: Acceptor[_ReqT],
-        handler: Callable[[_ReqT], object],
-        verify: Callable[[object], bool] | None,
-        report: Callable[[_ReqT, Exception], None],
+        intakes: Sequence[Intake[_ReqT, object]],
+        wiring: Wiring[_ReqT],
         loop: Loop,
         failed: Callable[[BaseException], None],
-        gate: Gate | None = None,
-        setup: Callable[[_ReqT], _ReqT] | None = None,
-        *,
-        emit: Callable[[Event], None],
-        routine: bool = True,
-        admission: Admission | None = None,
     ) -> None:
-        self._listener = listener
-        self._name = name
-        self._stream = listener.type == socket.SOCK_STREAM
-        self._tcp = self._stream and listener.family in (socket.AF_INET, socket.AF_INET6)
-        # The gate holds stream connections only.
-        self._gate = gate if self._stream else None
-        # id(request) -> (request, when it was taken) of every request taken
-        # and not yet released; fd -> connection held at the gate.
-        self._live: dict[int, tuple[_ReqT, float]] = {}
-        self._parked: dict[int, _Parked] = {}
-        # id(request) -> why it is being closed, for those closed on purpose.
-        self._closing: dict[int, str] = {}
-        # Counted on the loop's thread only: requests taken (admitted), refused
-        # (per reason), closed at the gate, failed accept() calls.
-        self._taken = 0
-        self._rejected: dict[str, int] = {}
-        self._gated_out = 0
-        self._accept_errors = 0
-        # Counted by the workers too, under _counts_lock (taken once per
-        # request's end): the per-peer counts of live requests, the handlers'
-        # time and errors, the requests that ended with no handler run.  (The
-        # closed are the taken less the live; the handled, the closed less
-        # the unhandled.)
-        self._counts_lock = threading.Lock()
-        # The same lock while more than one thread may end requests, else None.
-        self._shared_counts: threading.Lock | None = self._counts_lock
-        self._peers: dict[object, int] = {}
-        self._unhandled = 0
-        # Whether requests are kept in _live while they are handled.
-        self._track = True
-        self._closed_seen = self._handled_seen = 0
-        self._handler_errors = 0
-        self._handler_seconds = 0.0
-        self._cut_total = 0
-        # While draining: set when no request is left.
-        self._draining = False
-        self._idle = threading.Event()
-        self._emit = emit
-        # Whether the routine events (accepted, started, finished, closed)
-        # are made at all: not when nobody looks at them.
-        self._routine = routine
-        self._admission = admission
-        self._per_peer = admission is not None and admission.per_peer is not None
-        # Made readable when a request ends while admission has paused the intake.
-        self._room: _Signal | None = None
-        self._paused = False
-        if admission is not None and admission.max_connections is not None and admission.busy is None:
-            self._room = _Signal()
-        # The forked dispatcher's report pipe, and the requests its children hold.
-        self._child_reader = -1
-        self._child_writer = -1
-        self._children: dict[int, tuple[_ReqT, float]] = {}
-        # The loop's thread and the reaper both read the pipe.
-        self._reports_lock = threading.Lock()
-        self._in_child = False
-        # Hot-path callables, looked up once.
-        self._accept = acceptor.accept
-        self._release = acceptor.release
-        self._discard = acceptor.discard
-        self._handler = handler
-        self._setup = setup
-        self._verify = verify
-        self._report = report
+        self.wiring = wiring
+        self._doors = tuple(_Door(intake) for intake in intakes)
+        stream = self._doors[0].sock.type == socket.SOCK_STREAM
         self._loop = loop
         self._failed = failed
+        self._handler = wiring.handler
+        self._stages = wiring.stages
+        self._verify = wiring.verify
+        self._report = wiring.report
+        self._emit = wiring.emit
+        self._routine = wiring.routine
+        self.books: Books[_ReqT, _Door[_ReqT]] = Books()
+        self.limits = None if wiring.admission is None else Limits(wiring.admission, self.books)
+        # The loop-side stages hold stream connections only; those before
+        # index _admit_at run before admission.
+        loop_stages = wiring.loop_stages if stream else ()
+        self._admit_at = sum(1 for stage in loop_stages if stage.before_admission)
+        tcp = all(door.sock.family in (socket.AF_INET, socket.AF_INET6) for door in self._doors)
+        self.parking: Parking[_ReqT, _Door[_ReqT]] | None = None
+        if loop_stages:
+            self.parking = Parking(loop, loop_stages, tcp, self._passed, self._closed_held)
+        self.children: Children[_ReqT] | None = None
+        # id(request) -> why it is being closed, for those closed on purpose.
+        self._closing: dict[int, str] = {}
+        # Whether requests are kept live while they are handled; the listener
+        # being taken from (the one an untracked request came through).
+        self._track = True
+        self._taking = self._doors[0]
         self._dispatch: Callable[[_ReqT], None] = _not_started
+        self._room: Callable[[], Sequence[int] | None] | None = None
 
-    def start(self, workers: Workers[_ReqT]) -> None:
-        """Dispatch to *workers* from now on."""
-        self._dispatch = workers.dispatch
-        if isinstance(workers, InlineWorkers):
+    def start(self, workers: Workers[_ReqT], traits: WorkerTraits | None) -> None:
+        """Dispatch to *workers*, which declared *traits* (``None``: nothing), from now on."""
+        runs_in = None if traits is None else traits.runs_in
+        if runs_in == "loop":
             # Requests end on the loop's thread only: their counts need no lock.
-            self._shared_counts = None
+            self.books.shared = None
             # A datagram is handled within take(), on the loop's thread: it is
             # never live while anything else runs, unless its events are made.
-            self._track = self._stream or self._routine
-        if isinstance(workers, ChildWorkers):
-            self._child_reader, self._child_writer = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
+            self._track = (
+                self.parking is not None
+                or self.limits is not None
+                or self._routine
+                or self._doors[0].sock.type == socket.SOCK_STREAM
+            )
+        if runs_in not in ("loop", "threads"):
+            # A child process may run requests: it reports to this process.
+            self.children = Children(self._loop, self._child_ended)
+        self._dispatch = workers.dispatch
+        wants = traits is None or traits.capacity
+        self._room = self._capacity(workers.capacity if wants else None)
 
-    def sources(self) -> tuple[dict[int, Callable[[], object]], dict[int, Callable[[], object]]]:
-        """The fds the loop watches for this pipeline and their callbacks: its intake, and the rest."""
-        watched: dict[int, Callable[[], object]] = {}
-        if self._child_reader >= 0:
-            watched[self._child_reader] = self.child_reports
-        return {self._listener.fileno(): self.take}, watched
+    def sources(self) -> dict[int, Callable[[], object]]:
+        """The loop's intake: each listener's fd and its callback."""
+        return {door.sock.fileno(): partial(self.take, door) for door in self._doors}
 
-    def capacity(
+    def capacity(self) -> Callable[[], Sequence[int] | None] | None:
+        """The loop's capacity check (``None``: there is always room)."""
+        return self._room
+
+    def _capacity(
         self, workers: Callable[[], Sequence[int] | None] | None
     ) -> Callable[[], Sequence[int] | None] | None:
-        """The loop's capacity check: the admission limit's, then the workers' (``None``: always room)."""
-        room = self._room
-        if room is None:
-            return workers
-        admission = self._admission
-        assert admission is not None and admission.max_connections is not None
-        most = admission.max_connections
-        live = self._live
+        """Room for one more request: the connections waiting at the gate's exit go first, then
+        the admission limit, then the workers'."""
+        limits = None if self.limits is None or not self.limits.pauses else self.limits.full
+        parts = [part for part in (limits, workers) if part is not None]
+        if not parts:
+            return None
+        room: Callable[[], Sequence[int] | None] = parts[0]
+        if len(parts) == 2:
+            first, second = parts
 
-        def capacity() -> Sequence[int] | None:
-            if len(live) < most:
-                return None if workers is None else workers()
-            # Paused: a request that ends from now on sets the signal.
-            room.clear()
-            self._paused = True
-            if len(live) < most:  # (one ended before the flag was up)
-                self._paused = False
-                return None if workers is None else workers()
-            return room.fds
+            def room() -> Sequence[int] | None:
+                waiting_for = first()
+                return second() if waiting_for is None else waiting_for
 
-        return capacity
+        parking = self.parking
+        if parking is None:
+            return room
 
-    def close(self) -> None:
-        """Close the pipeline's own fds (the server is closed)."""
-        if self._room is not None:
-            self._room.close()
-            self._room = None
-        for fd in (self._child_reader, self._child_writer):
-            if fd >= 0:
-                os.close(fd)
-        self._child_reader = self._child_writer = -1
+        def room_after_parked() -> Sequence[int] | None:
+            waiting_for = parking.flush(self._to_workers, room)
+            return room() if waiting_for is None else waiting_for
 
-    # -- on the loop's thread -----------------------------------------------
+        return room_after_parked
 
-    def take(self) -> bool:
-        """Take one request off the ready listener, admit it, park or dispatch it.
+    # -- on the loop's thread ---------------------------------------------------------------
 
-        Returns ``False`` when there was none to take.
-        """
+    def take(self, door: _Door[_ReqT]) -> bool:
+        """Take one request off *door*'s ready listener and send it on its way; ``False``: none to take."""
         try:
-            request = self._accept(self._listener)
+            request = door.accept(door.sock)
         except (BlockingIOError, InterruptedError):
             return False
         except OSError as exc:
-            self._accept_errors += 1
-            backoff = self._loop.accept_failed(exc, "accept()", self._name, LOGGER)
+            self.books.accept_errors += 1
+            backoff = self._loop.accept_failed(exc, "accept()", door.name, LOGGER)
             self._emit(AcceptFailed(exc.errno or 0, str(exc), backoff))
             return False
-        verify = self._verify
-        if verify is not None:
-            try:
-                admitted = verify(request.client_address)
-            except Exception as exc:
-                self._report(request, exc)
-                admitted = False
-            if not admitted:
-                self._reject(request, "verify", None)
-                return True
-        admission = self._admission
-        if admission is not None and not self._admit(request, admission):
-            return True
+        self._taking = door
         if not self._track:
             # An inline datagram, not kept live: counted taken once handled,
             # so that stats() never counts it closed before it is.
+            if self._verify is None or self._admitted(request):
+                try:
+                    self._dispatch(request)
+                finally:
+                    self.books.taken += 1
+        elif self._admit_at:
+            self._screen(request, 0, door)
+        elif self._verify is None and self.limits is None or self._admitted(request):
+            self._accept(request, door)
+        return True
+
+    def _screen(self, request: _ReqT, index: int, door: _Door[_ReqT]) -> None:
+        """Before admission: hold *request* at loop-side stage *index*, or admit it once past them."""
+        if index < self._admit_at:
+            cast("Parking[_ReqT, _Door[_ReqT]]", self.parking).park(request, index, door)
+        elif self._verify is None and self.limits is None or self._admitted(request):
+            self._accept(request, door)
+
+    def _admitted(self, request: _ReqT) -> bool:
+        """Whether *request* passes ``verify`` and the admission limits; if not, it is refused and ended."""
+        verify = self._verify
+        reason = None
+        if verify is not None:
             try:
-                self._dispatch(request)
-            finally:
-                self._taken += 1
+                if not verify(request.client_address):
+                    reason = "verify"
+            except Exception as exc:
+                self._report(request, exc)
+                reason = "verify"
+        limits = self.limits
+        if reason is None and limits is not None:
+            reason = limits.admit(request)
+        if reason is None:
             return True
-        self._live[id(request)] = (request, monotonic())
-        self._taken += 1
-        if self._routine:
-            self._emit(Accepted(request.client_address, self._name))
-        if self._gate is not None:
-            self._park(request)
-        else:
-            self._dispatch(request)
-        return True
-
-    def _admit(self, request: _ReqT, admission: Admission) -> bool:
-        """Whether *request* is within the admission limits; if not, refuse it."""
-        per_peer = admission.per_peer
-        if per_peer is not None:
-            key = _peer_key(request.client_address)
-            with self._counts_lock:
-                held = self._peers.get(key, 0)
-                if held < per_peer:
-                    self._peers[key] = held + 1
-            if held >= per_peer:
-                self._reject(request, "per_peer", admission.busy)
-                return False
-        most = admission.max_connections
-        if most is not None and len(self._live) >= most:
-            if per_peer is not None:
-                with self._counts_lock:
-                    self._peer_left(request)
-            self._reject(request, "max_connections", admission.busy)
-            return False
-        return True
-
-    def _peer_left(self, request: _ReqT) -> None:
-        """One request of *request*'s peer has ended (under _counts_lock)."""
-        key = _peer_key(request.client_address)
-        held = self._peers.get(key, 0) - 1
-        if held > 0:
-            self._peers[key] = held
-        else:
-            self._peers.pop(key, None)
-
-    def _reject(
-        self, request: _ReqT, reason: str, busy: Callable[[socket.socket, object], object] | None
-    ) -> None:
-        """Refuse *request*: tell its client with *busy* (if any), release it, count it."""
-        self._rejected[reason] = self._rejected.get(reason, 0) + 1
-        if busy is not None:
+        if limits is not None and limits.busy is not None and reason != "verify":
             sock = getattr(request, "socket", None)
             if isinstance(sock, socket.socket):
                 try:
-                    busy(sock, request.client_address)
+                    limits.busy(sock, request.client_address)
                 except Exception as exc:
                     self._report(request, exc)
+        self.end(request, reason, rejected=True)
+        return False
+
+    def _accept(self, request: _ReqT, door: _Door[_ReqT]) -> None:
+        """*request* is admitted: live from now on; on to the stages after admission, then the workers."""
+        books = self.books
+        books.live[id(request)] = (request, monotonic(), door)
+        books.taken += 1
+        if self._routine:
+            self._emit(Accepted(request.client_address, door.name))
+        if self.parking is None:
+            self._to_workers(request)
+        else:
+            self._hold(request, self._admit_at, door)
+
+    def _passed(self, request: _ReqT, index: int, door: _Door[_ReqT]) -> None:
+        """*request* passed the loop-side stages before *index*."""
+        if index <= self._admit_at:
+            self._screen(request, index, door)
+        else:
+            self._hold(request, index, door)
+
+    def _hold(self, request: _ReqT, index: int, door: _Door[_ReqT]) -> None:
+        """After admission: hold *request* at loop-side stage *index*, or send it to the workers once past them.
+
+        What passed every stage waits, in turn, while the workers (or the
+        admission limit) have no room: the capacity check dispatches it.
+        """
+        parking = cast("Parking[_ReqT, _Door[_ReqT]]", self.parking)
+        if index < len(self.wiring.loop_stages):
+            parking.park(request, index, door)
+        elif parking.waiting or (self._room is not None and self._room() is not None):
+            parking.wait_for_room(request, door)
+        else:
+            self._to_workers(request)
+
+    def _to_workers(self, request: _ReqT) -> None:
         try:
-            self._release(request)
-        except Exception as exc:
-            self._report(request, exc)
-        self._emit(Rejected(request.client_address, reason))
-
-    # -- the gate: a connection waits on the loop, in no worker ----------------
-
-    def _park(self, request: _ReqT) -> None:
-        gate = self._gate
-        assert gate is not None
-        fd = self._socket(request).fileno()
-        entry = self._parked[fd] = _Parked(request)
-        self._loop.watch(fd, partial(self._peek, fd))
-        if gate.timeout is not None:
-            self._loop.call_at(time.monotonic() + gate.timeout, partial(self._expire, fd, entry))
-
-    @staticmethod
-    def _socket(request: _ReqT) -> socket.socket:
-        sock: socket.socket = getattr(request, "socket")
-        return sock
-
-    def _peek(self, fd: int) -> None:
-        entry = self._parked.get(fd)
-        if entry is None:
-            return
-        request: _ReqT = entry.request  # type: ignore[assignment]
-        sock = self._socket(request)
-        gate = self._gate
-        assert gate is not None
-        try:
-            data = sock.recv(max(_PEEK, entry.lowat), _PEEK_FLAGS)
-        except (BlockingIOError, InterruptedError):
-            return
-        except OSError:
-            data = b""
-        if not data:  # the client left before its first request
-            self._unpark(fd, entry)
-            self._end(request, "gate")
-            return
-        wanted = gate.wanted(data)
-        # No progress since the last look: the client half-closed (EOF with
-        # a partial request); the handler gets what there is.
-        if wanted == 0 or len(data) == entry.seen or not self._tcp:
-            self._unpark(fd, entry)
             self._dispatch(request)
-            return
-        entry.seen = len(data)
-        entry.lowat = wanted
-        # The kernel wakes the loop again only when *wanted* bytes are there.
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT, wanted)
+        except Exception as exc:  # the workers could not take it (fork() failed, ...)
+            self._report(request, exc)
+            self.end(request, "dropped")
 
-    def _unpark(self, fd: int, entry: _Parked) -> None:
-        del self._parked[fd]
-        self._loop.unwatch(fd)  # (nothing to do once the loop has stopped)
-        if entry.lowat > 1:
-            try:
-                self._socket(entry.request).setsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT, 1)  # type: ignore[arg-type]
-            except OSError:
-                pass
-
-    def _expire(self, fd: int, entry: _Parked) -> None:
-        if self._parked.get(fd) is entry:
-            self._unpark(fd, entry)
-            self._end(entry.request, "gate")  # type: ignore[arg-type]
-
-    def _end(self, request: _ReqT, reason: str) -> None:
-        """Release a request that no worker got (closed at the gate, cut, closed by hand)."""
+    def _closed_held(self, request: _ReqT, reason: str, door: _Door[_ReqT]) -> None:
+        """Closed while held on the loop (by a stage's timeout, its client leaving, or by hand)."""
         if reason == "gate":
-            self._gated_out += 1
-        self._let_go(request, request)
-        self._done(request, reason)
+            self.books.gated_out += 1
+        self.end(request, reason, door=door)
 
-    def _let_go(self, request: _ReqT, handled: _ReqT) -> None:
-        """Release *handled* (set up from *request*); one aborted is reset, not closed in order."""
-        if self._closing and self._closing.get(id(request)) == "aborted":
-            self._socket(handled).close()  # SO_LINGER 0: a reset, and no FIN before it
+    # -- in the worker (servekit.abc.WorkerHost) ---------------------------------------------
+
+    def run(self, request: _ReqT, /) -> None:
+        """Run the stages and the handler on *request*; end it."""
+        children = self.children
+        if children is not None and children.in_child:
+            children.report_start(request)
+        handled = request
+        for name, apply in self._stages:
+            try:
+                handled = apply(handled)
+            except Exception as exc:
+                if self._routine:
+                    self._emit(StageFailed(request.client_address, name, exc))
+                self.end(request, name, handled, stage=name)
+                return
+        if self._routine and (children is None or not children.in_child):
+            self._emit(HandlerStarted(request.client_address))
+        failure: BaseException | None = None
+        started = monotonic()
         try:
-            self._release(handled)
+            self._handler(handled)
         except Exception as exc:
+            failure = exc
             self._report(handled, exc)
+        except BaseException as exc:
+            failure = exc
+            raise
+        finally:
+            self.end(request, "finished", handled, monotonic() - started, failure)
 
-    def release_parked(self) -> None:
-        """Close the connections held at the gate (the loop has stopped for good)."""
-        for fd, entry in list(self._parked.items()):
-            self._unpark(fd, entry)
-            self._end(entry.request, "dropped")  # type: ignore[arg-type]
-
-    def _done(
+    def end(
         self,
         request: _ReqT,
-        reason: str = "finished",
-        traffic: tuple[int | None, int | None] = (None, None),
+        reason: str,
+        handled: _ReqT | None = None,
         seconds: float | None = None,
         failure: BaseException | None = None,
+        *,
+        stage: str | None = None,
+        traffic: tuple[int | None, int | None] | None = None,
+        released: bool = False,
+        rejected: bool = False,
+        door: _Door[_ReqT] | None = None,
     ) -> None:
-        """*request* is released: count it (and its handler's run, if it had one: *seconds*, *failure*),
-        report it closed, wake a drain or a paused intake."""
+        """The one end of every request: release it (unless it is *released* already), book it, report it.
+
+        *handled* is the request as the handler got it (the stages may have
+        made another); *seconds* and *failure* its handler's run, if one ran;
+        *stage* the stage that failed; *traffic* the bytes in and out when
+        they were counted elsewhere (a child); *rejected*: refused before it
+        was admitted (reported as :class:`Rejected`, never live); *door* the
+        listener it came through, when it is not live (held before admission).
+        """
+        books = self.books
         key = id(request)
         if self._closing:
             reason = self._closing.pop(key, reason)
-        lock = self._shared_counts
-        if lock is not None:
-            lock.acquire()
-        if seconds is None:
-            self._unhandled += 1
-        else:
-            self._handler_seconds += seconds
-            if failure is not None:
-                self._handler_errors += 1
-        if self._per_peer:
-            self._peer_left(request)
-        if lock is not None:
-            lock.release()
-        # Counted closed from here (see stats()).
-        entry = self._live.pop(key, None)
-        if self._paused:  # (only ever set with a _room)
-            self._paused = False
-            cast("_Signal", self._room).set()
+        if handled is None:
+            handled = request
+        entry = books.live.get(key)
+        if not released:
+            if door is None:
+                door = self._taking if entry is None else entry[2]
+            if reason == "aborted":
+                socket_of(handled).close()  # SO_LINGER 0: a reset, and no FIN before it
+            try:
+                door.release(handled)
+            except Exception as exc:
+                self._report(handled, exc)
+        children = self.children
+        if traffic is None and (self._routine or children is not None):
+            traffic = _traffic(handled)
+        if children is not None and children.in_child:  # a child keeps no books: it reports
+            children.report_end(request, seconds, failure, stage, traffic or _NO_TRAFFIC)
+            return
+        if rejected:
+            books.rejected[reason] = books.rejected.get(reason, 0) + 1
+            self._emit(Rejected(request.client_address, reason))
+            return
+        if entry is None and self._track:  # held before admission: never taken, nothing to book
+            return
+        books.ended(request, seconds, failure, stage)
+        if self.limits is not None:
+            self.limits.ended()
         if self._routine:
             peer = request.client_address
             if seconds is not None:
                 self._emit(HandlerFinished(peer, seconds, failure))
             if entry is not None:
-                bytes_in, bytes_out = traffic
+                bytes_in, bytes_out = traffic or _NO_TRAFFIC
                 self._emit(ConnectionClosed(peer, time.monotonic() - entry[1], reason, bytes_in, bytes_out))
-        if self._draining and not self._live:
-            self._idle.set()
 
-    # -- draining, live connections, counters ---------------------------------
+    def discard(self, request: _ReqT, /) -> None:
+        """In the parent: a child process runs *request*; drop this process's copy, follow the child."""
+        entry = self.books.live.get(id(request))
+        door = self._taking if entry is None else entry[2]
+        door.discard(request)
+        children = self.children
+        if children is None:  # workers that said they run in threads, yet handed it to a child
+            self.end(request, "dropped", released=True)
+            return
+        children.handed(request, time.monotonic() if entry is None else entry[1])
+        if self._routine:
+            self._emit(HandlerStarted(request.client_address))
 
-    def start_draining(self) -> None:
-        """From now on, :meth:`wait_idle` returns when the last request has ended."""
-        # No lock: wait_idle looks at _live again after every wake-up.
-        self._draining = True
-        if not self._live:
-            self._idle.set()
+    def drop(self, request: _ReqT, /) -> None:
+        self.end(request, "dropped")
 
-    def take_all(self) -> None:
-        """Take every request waiting in the listen backlog (on the loop's thread)."""
-        while self.take():
-            pass
+    def close_inherited(self) -> None:
+        if self.children is not None:
+            self.children.become_child()
+        # A Python handler the parent set (run()'s) would keep SIGTERM from ending the child.
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        # Only stream listeners: a datagram's replies go out on the listener.
+        for door in self._doors:
+            if door.sock.type == socket.SOCK_STREAM:
+                door.sock.close()
 
-    def wait_idle(self, timeout: float) -> bool:
-        """Wait up to *timeout* seconds until no request is left; whether none is."""
-        deadline = time.monotonic() + timeout
-        idle = self._idle
-        while self._live:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                return False
-            # Set by the worker that ended the last request; looked at again,
-            # as a request may have been taken since.
-            idle.wait(left)
-            idle.clear()
-        return True
+    def child_exited(self, pid: int, status: int, /) -> None:
+        if self.children is not None:
+            self.children.exited(pid, status)
 
-    def connections(self) -> list[Connection]:
-        """The requests taken and not yet released: peer, age, state (a snapshot)."""
-        now = time.monotonic()
-        parked = {id(entry.request) for entry in list(self._parked.values())}
-        return [
-            Connection(request.client_address, now - since, "parked" if key in parked else "running")
-            for key, (request, since) in list(self._live.items())
-        ]
+    def worker_failed(self, exc: BaseException, /) -> None:
+        self._failed(exc)
 
-    def stats(self) -> Stats:
-        """A snapshot of the counters."""
-        with self._counts_lock:
-            seconds, errors, cut = self._handler_seconds, self._handler_errors, self._cut_total
-            # Read while the loop's thread and the workers go on: a request
-            # is live before it is counted taken, and counted unhandled before
-            # it is no longer live, so these can only lag, by a request or two;
-            # the high-water marks keep the totals from going back.
-            closed = max(self._closed_seen, self._taken - len(self._live))
-            handled = max(self._handled_seen, closed - self._unhandled)
-            self._closed_seen, self._handled_seen = closed, handled
-        rejected = dict(self._rejected)
-        return Stats(
-            connections_accepted_total=self._taken,
-            connections_rejected_total=sum(rejected.values()),
-            rejected_by_reason=rejected,
-            connections_active=len(self._live),
-            connections_closed_total=closed,
-            connections_gate_closed_total=self._gated_out,
-            connections_cut_total=cut,
-            accept_errors_total=self._accept_errors,
-            handler_duration_seconds_count=handled,
-            handler_duration_seconds_sum=seconds,
-            handler_errors_total=errors,
-        )
+    def _child_ended(
+        self,
+        request: _ReqT,
+        seconds: float | None,
+        failure: BaseException | None,
+        stage: str | None,
+        traffic: tuple[int | None, int | None],
+    ) -> None:
+        self.end(request, "finished" if stage is None else stage, None, seconds, failure,
+                 stage=stage, traffic=traffic, released=True)
+
+    # -- what is live, closing it by hand, cutting it ----------------------------------------
+
+    def held(self) -> set[int]:
+        """The ids of the requests held on the loop (parked)."""
+        return set() if self.parking is None else self.parking.held()
+
+    def connections(self) -> list[Connection[object]]:
+        return self.books.connections(self.held())
 
     def close_clients(
-        self, where: Callable[[Connection], bool] | None, abort: bool, reason: str = "closed", on_loop: bool = False
-    ) -> list[Connection]:
-        """Close the live connections *where* selects (all: ``None``), from any thread; the ones closed.
+        self, where: Callable[[Connection[object]], bool] | None, abort: bool, reason: str = "closed", on_loop: bool = False
+    ) -> list[Connection[object]]:
+        """Close the live stream connections *where* selects (all: ``None``), from any thread; the ones closed.
 
         A running one's socket is shut down, so that its handler's next read
-        or write fails and its worker releases it (with *abort*, the release
-        resets it rather than closing it in order).  One held at the gate is
-        closed on the loop's thread.  Forked children's connections are not
-        the parent's to close: they are left alone here.
+        or write fails and its worker ends it (with *abort*, the release
+        resets it).  One held on the loop is closed on the loop's thread.  A
+        child's connection is not the parent's to close: it is left alone.
         """
         now = time.monotonic()
-        parked = {id(entry.request): fd for fd, entry in list(self._parked.items())}
-        chosen: list[Connection] = []
-        to_unpark: list[tuple[int, _ReqT]] = []  # (fd, request) of those held at the gate
-        for key, (request, since) in list(self._live.items()):
-            if key in self._children:
+        held = self.held()
+        chosen: list[Connection[object]] = []
+        on_the_loop: list[_ReqT] = []
+        children = self.children
+        for key, (request, since, _) in list(self.books.live.items()):
+            if children is not None and children.holds(key):
                 continue
-            state = "parked" if key in parked else "running"
+            state = "parked" if key in held else "running"
             connection = Connection(request.client_address, now - since, state)
-            if where is not None and not where(connection):
-                continue
             sock = getattr(request, "socket", None)
-            if not self._stream or not isinstance(sock, socket.socket):
+            if (where is not None and not where(connection)) or not isinstance(sock, socket.socket):
+                continue
+            if sock.type != socket.SOCK_STREAM:
                 continue
             chosen.append(connection)
             self._closing[key] = "aborted" if abort else reason
@@ -605,161 +472,71 @@ class Pipeline(Generic[_ReqT]):
                 except OSError:
                     pass
             if state == "parked":
-                to_unpark.append((parked[key], request))
+                on_the_loop.append(request)
             else:
                 _shut(sock, abort)
-        if to_unpark:
+        if on_the_loop:
             if on_loop:
-                self._close_parked(to_unpark)
+                self._close_held(on_the_loop)
             else:
                 try:
-                    self._loop.call_soon(partial(self._close_parked, to_unpark))
+                    self._loop.call_soon(partial(self._close_held, on_the_loop))
                 except RuntimeError:  # no loop: nothing else touches them
-                    self._close_parked(to_unpark)
+                    self._close_held(on_the_loop)
         return chosen
 
-    def _close_parked(self, targets: list[tuple[int, _ReqT]]) -> None:
-        """On the loop's thread: close the connections *targets* found at the gate, as (fd, request)."""
-        for fd, request in targets:
+    def _close_held(self, requests: list[_ReqT]) -> None:
+        """On the loop's thread: close *requests*, found on the loop; shut one that went to a worker meanwhile."""
+        parking = self.parking
+        for request in requests:
             key = id(request)
-            entry = self._parked.get(fd)
-            if entry is not None and entry.request is request:
-                self._unpark(fd, entry)
-                self._end(request, self._closing.get(key, "closed"))
-            elif key in self._live:
-                # It went on to a worker meanwhile (its fd may even be another
-                # parked connection's by now): shut it down there.
-                _shut(self._socket(request), self._closing.get(key) == "aborted")
+            reason = self._closing.get(key, "closed")
+            if parking is not None and parking.close(request, reason):
+                continue
+            if key in self.books.live:
+                _shut(socket_of(request), reason == "aborted")
 
-    def cut(self) -> tuple[list[Connection], int]:
-        """Cut every request left (on the loop's thread, or with no loop running): shut their sockets.
+    def cut(self) -> tuple[list[Connection[object]], int]:
+        """Cut every request left (on the loop's thread, or with no loop running).
 
         Returns the requests cut, and how many were handled to their end
         before: every request taken was closed at the gate, cut, or finished.
-        Forked children's requests are marked cut here; their children are
-        the workers' to end.
+        Children's requests are marked cut here; the lifecycle stops them.
         """
         left = self.connections()
-        finished = self._taken - self._gated_out - len(left)
-        with self._counts_lock:
-            self._cut_total += len(left)
-        for key in list(self._children):
-            self._closing[key] = "cut"
+        books = self.books
+        finished = books.taken - books.gated_out - len(left)
+        with books.lock:
+            books.cut_total += len(left)
+        for key in list(books.live):
+            if self.children is not None and self.children.holds(key):
+                self._closing[key] = "cut"
         self.close_clients(None, abort=False, reason="cut", on_loop=True)
         return left, finished
 
-    # -- in the worker (servekit.abc.WorkerHost) ----------------------------
+    def take_all(self) -> None:
+        """Take every request waiting in the listen backlogs (on the loop's thread)."""
+        for door in self._doors:
+            while self.take(door):
+                pass
 
-    def run(self, request: _ReqT, /) -> None:
-        """Set *request* up, handle it, release it, report a handler's or a release's ``Exception``."""
-        setup = self._setup
-        handled = request
-        if self._routine and not self._in_child:
-            self._emit(HandlerStarted(request.client_address))
-        failure: BaseException | None = None
-        started = monotonic()
-        try:
-            if setup is not None:
-                handled = setup(request)  # deadlines, in the worker
-            self._handler(handled)
-        except Exception as exc:
-            failure = exc
-            self._report(handled, exc)
-        except BaseException as exc:
-            failure = exc
-            raise
-        finally:
-            seconds = monotonic() - started
-            self._let_go(request, handled)
-            if self._in_child:
-                self._child_report(request, handled, seconds, failure)
-            else:
-                self._done(request, "finished", _traffic(handled) if self._routine else (None, None), seconds, failure)
+    def release_held(self) -> None:
+        """End the requests held on the loop (it has stopped for good)."""
+        if self.parking is not None:
+            self.parking.release_all("dropped")
 
-    def discard(self, request: _ReqT, /) -> None:
-        self._discard(request)
-        if self._child_writer >= 0:
-            # Handed to a forked child: live until the child reports back.
-            self._children[id(request)] = self._live.get(id(request), (request, time.monotonic()))
-            if self._routine:
-                self._emit(HandlerStarted(request.client_address))
-        else:
-            self._done(request, "dropped")
-
-    def close_inherited(self) -> None:
-        # In a forked child: it keeps no books, it reports to the parent.
-        self._in_child = True
-        if self._child_reader >= 0:
-            os.close(self._child_reader)
-            self._child_reader = -1
-        # Only stream listeners: a datagram's replies go out on the listener.
-        if self._stream:
-            self._listener.close()
-
-    def worker_failed(self, exc: BaseException, /) -> None:
-        self._failed(exc)
-
-    # -- forked children's reports ----------------------------------------------
-
-    def _child_report(self, request: _ReqT, handled: object, seconds: float, failure: BaseException | None) -> None:
-        """In a forked child: send the parent the books of *request* (dropped if the pipe is full)."""
-        bytes_in, bytes_out = _traffic(handled)
-        record = _CHILD_RECORD.pack(
-            id(request),
-            seconds,
-            failure is not None,
-            -1 if bytes_in is None else bytes_in,
-            -1 if bytes_out is None else bytes_out,
-            b"" if failure is None else type(failure).__qualname__.encode("utf-8", "replace")[:48],
-        )
-        try:
-            os.write(self._child_writer, record)
-        except OSError:
-            pass  # the parent learns of the end from the child's exit
-
-    def child_reports(self) -> int:
-        """Read the forked children's reports (the loop's callback for the pipe); how many were read."""
-        with self._reports_lock:
-            try:
-                data = os.read(self._child_reader, _CHILD_RECORD.size * 256)
-            except OSError:  # empty (or closed)
-                return 0
-        size = _CHILD_RECORD.size
-        for at in range(0, len(data) - len(data) % size, size):
-            key, seconds, failed, bytes_in, bytes_out, name = _CHILD_RECORD.unpack_from(data, at)
-            traffic = (None if bytes_in < 0 else bytes_in, None if bytes_out < 0 else bytes_out)
-            failure = None
-            if failed:
-                failure = ChildFailed(f"the handler raised {name.rstrip(bytes(1)).decode('utf-8', 'replace')}")
-            self._child_ended(key, seconds, failure, traffic)
-        return len(data) // size
-
-    def child_exited(self, request: _ReqT, status: int) -> None:
-        """A forked child was reaped (the workers' callback): end its request if it did not report."""
-        key = id(request)
-        # Its report, if it sent one, is in the pipe already.
-        while key in self._children and self._child_reader >= 0 and self.child_reports():
-            pass
-        self._child_ended(key, None, ChildFailed(f"the child exited with status {status}"), (None, None))
-
-    def _child_ended(
-        self,
-        key: int,
-        seconds: float | None,
-        failure: BaseException | None,
-        traffic: tuple[int | None, int | None],
-    ) -> None:
-        entry = self._children.pop(key, None)
-        if entry is None:  # reported already
-            return
-        request, since = entry
-        self._done(request, "finished", traffic, time.monotonic() - since if seconds is None else seconds, failure)
+    def close(self) -> None:
+        """Close the route's own fds (the server is closed)."""
+        if self.limits is not None:
+            self.limits.close()
+        if self.children is not None:
+            self.children.close()
 
 
 def _shut(sock: socket.socket, abort: bool) -> None:
     """Shut a running connection down: its handler's blocked read (or, without *abort*, write)
-    fails now, and its worker releases it as usual.  An abort sends no FIN: the release's
-    close resets it (SO_LINGER 0 is set already)."""
+    fails now, and its worker ends it as usual.  An abort sends no FIN: the release's close
+    resets it (SO_LINGER 0 is set already)."""
     try:
         sock.shutdown(socket.SHUT_RD if abort else socket.SHUT_RDWR)
     except OSError:

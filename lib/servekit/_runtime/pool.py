@@ -26,7 +26,7 @@ import threading
 from collections.abc import Sequence
 from typing import Final, Generic, TypeVar, final
 
-from ..abc import WorkerHost
+from ..abc import WorkerHost, WorkerTraits
 
 __all__ = ("PoolWorkers",)
 
@@ -99,9 +99,9 @@ class PoolWorkers(Generic[_ReqT]):
     :meth:`close` (idempotent): with ``block_on_close`` the workers finish
     every request queued or running, then leave and are joined, and the
     pool's fd is closed; nothing of the pool outlives it.  Without it, the
-    queued requests no worker has started are dropped (the host's
-    ``discard``: a stream connection's socket is closed) and the running ones
-    are not waited for.
+    queued requests no worker has started are dropped (the host's ``drop``:
+    a stream connection is closed unanswered) and the running ones are not
+    waited for.
 
     The threads are daemon threads either way: an idle pool of a server
     never closed does not keep the interpreter from exiting; ``close()`` (or
@@ -124,6 +124,9 @@ class PoolWorkers(Generic[_ReqT]):
         "limit",
         "size",
     )
+
+    #: In threads; full when the queue is; nothing to service.
+    traits: Final = WorkerTraits("threads", capacity=True, service=False)
 
     def __init__(self, host: WorkerHost[_ReqT], size: int, limit: int, block_on_close: bool) -> None:
         self._host = host
@@ -211,7 +214,7 @@ class PoolWorkers(Generic[_ReqT]):
                 self._wake_loop()
             try:
                 if self._dropping:
-                    self._host.discard(request)
+                    self._host.drop(request)
                 else:
                     run(request)
             except BaseException as exc:
@@ -297,4 +300,4 @@ class PoolWorkers(Generic[_ReqT]):
             except queue.Empty:
                 return
             if request is not _STOP:
-                self._host.discard(request)
+                self._host.drop(request)

@@ -11,17 +11,13 @@ from __future__ import annotations
 
 import gc
 import itertools
-import math
 import os
-import select
-import signal
 import sys
 import threading
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Final, Generic, TypeVar, final
 
-from ..abc import WorkerHost
+from ..abc import WorkerHost, WorkerTraits
 
 __all__ = ("ChildWorkers", "InlineWorkers", "ThreadWorkers")
 
@@ -29,15 +25,15 @@ _ReqT = TypeVar("_ReqT")
 
 _thread_numbers: Final = itertools.count(1)
 
-#: How often terminate() checks on a child it has no pidfd for, in seconds.
-_CHECK_INTERVAL: Final = 0.01
-
 
 @final
 class InlineWorkers(Generic[_ReqT]):
     """Handle each request at once, in the thread that dispatches it."""
 
     __slots__ = ("_run",)
+
+    #: On the loop's thread; never full; nothing to service.
+    traits: Final = WorkerTraits("loop", capacity=False, service=False)
 
     def __init__(self, host: WorkerHost[_ReqT]) -> None:
         self._run = host.run
@@ -68,6 +64,9 @@ class ThreadWorkers(Generic[_ReqT]):
     """
 
     __slots__ = ("_host", "_live", "_run", "block_on_close", "daemon")
+
+    #: In threads; never full; nothing to service.
+    traits: Final = WorkerTraits("threads", capacity=False, service=False)
 
     def __init__(self, host: WorkerHost[_ReqT], daemon: bool, block_on_close: bool) -> None:
         self._host = host
@@ -136,12 +135,16 @@ def _flush_stdio() -> None:
 class ChildWorkers(Generic[_ReqT]):
     """A child process per request, at most ``max_children`` at a time.
 
-    In the child the host's sockets that the child must not hold are closed
-    (``close_inherited``), the route runs, and the child leaves with
-    ``os._exit``: status 0, or 1 if an exception left the route.  In the
-    parent the host's ``discard`` drops the parent's copy of the request at
-    once.  ``max_children`` and ``block_on_close`` may be changed while the
-    workers run; ``pids`` is the live set of children not reaped yet.
+    In the child the host's ``close_inherited`` runs first, then the route
+    (``run``), and the child leaves with ``os._exit``: status 0, or 1 if an
+    exception left the route.  In the parent the host's ``discard`` drops the
+    parent's copy of the request at once.  ``max_children`` and
+    ``block_on_close`` may be changed while the workers run; ``pids`` is the
+    live set of children not reaped yet.  Every child reaped here is reported
+    to the host's ``child_exited(pid, status)``, in the thread that reaped it
+    (:meth:`reap`, :meth:`close`), with the status
+    :func:`os.waitstatus_to_exitcode` gives (``-N``: ended by signal N; a
+    child another part of the program reaped first is reported with 0).
 
     With *flush_stdio*, ``sys.stdout`` and ``sys.stderr`` are flushed before
     each fork (so a child does not inherit, and write again, what the parent
@@ -152,36 +155,20 @@ class ChildWorkers(Generic[_ReqT]):
     touch, and copy, every page of the parent's heap.  Both cost page copies
     in every child; ``servekit.classic`` turns them off, as ``socketserver``
     does neither.
-
-    With *default_sigterm* the child puts ``SIGTERM`` back to its default
-    action before anything else: a Python handler the parent installed is
-    inherited across the fork, and would keep the child from ending when it
-    is sent ``SIGTERM`` (by :meth:`terminate`, say).
-
-    If the host has a ``child_exited(request, status)`` method, the parent
-    calls it once for every child it reaps -- in :meth:`reap`, :meth:`close`
-    or :meth:`terminate`, in the thread that called them -- with the request
-    that child handled and its exit status as :func:`os.waitstatus_to_exitcode`
-    gives it (``-N``: ended by signal N).  A child that another part of the
-    program reaped first has lost its status to that reaper: it is reported
-    with status 0.  A pid in ``pids`` that these workers did not fork is
-    reaped without a call.  An exception from ``child_exited`` propagates;
-    the children not reaped yet then are by the next reap.  The workers
-    are not meant to be reaped from two threads at once.
     """
 
     __slots__ = (
-        "_default_sigterm",
-        "_exited",
         "_flush",
         "_freeze",
         "_host",
         "_pidfds",
-        "_requests",
         "block_on_close",
         "max_children",
         "pids",
     )
+
+    #: In child processes; full at max_children; reaps in service_actions.
+    traits: Final = WorkerTraits("processes")
 
     def __init__(
         self,
@@ -191,22 +178,15 @@ class ChildWorkers(Generic[_ReqT]):
         *,
         flush_stdio: bool = True,
         freeze_gc: bool = True,
-        default_sigterm: bool = False,
     ) -> None:
         self._host = host
         self._flush = flush_stdio
         self._freeze = freeze_gc
-        self._default_sigterm = default_sigterm
         self.max_children = max_children
         self.block_on_close = block_on_close
         self.pids: set[int] = set()
-        # pid -> pidfd, opened while the workers are saturated or terminating.
+        # pid -> pidfd, opened while the workers are saturated.
         self._pidfds: dict[int, int] = {}
-        # The host's optional exit callback and, only if there is one, the
-        # request each child not reaped yet is handling (pid -> request).
-        exited: Callable[[_ReqT, int], object] | None = getattr(host, "child_exited", None)
-        self._exited = exited
-        self._requests: dict[int, _ReqT] = {}
 
     def dispatch(self, request: _ReqT, /) -> None:
         if self._flush:
@@ -214,15 +194,11 @@ class ChildWorkers(Generic[_ReqT]):
         pid = os.fork()
         if pid:
             self.pids.add(pid)
-            if self._exited is not None:
-                self._requests[pid] = request
             self._host.discard(request)
             return
         # The child: handle the request, then leave without returning.
         status = 1
         try:
-            if self._default_sigterm:
-                signal.signal(signal.SIGTERM, signal.SIG_DFL)
             if self._freeze:
                 gc.freeze()
             host = self._host
@@ -260,67 +236,17 @@ class ChildWorkers(Generic[_ReqT]):
         # that some other part of the program is waiting for.
         flags = 0 if block else os.WNOHANG
         for pid in list(self.pids):
-            self._reap(pid, flags)
-
-    def _reap(self, pid: int, flags: int) -> bool:
-        """Reap child *pid* if it has exited (*flags* 0: once it has); ``True`` if it is gone now."""
-        try:
-            done, status = os.waitpid(pid, flags)
-        except ChildProcessError:  # reaped by someone else, who got its status
-            done, status = pid, 0
-        if not done:
-            return False
-        self.pids.discard(pid)
-        fd = self._pidfds.pop(pid, -1)
-        if fd >= 0:
-            os.close(fd)
-        exited = self._exited
-        if exited is not None:
             try:
-                request = self._requests.pop(pid)
-            except KeyError:  # not forked here (a pid set adopted by servekit.classic)
-                return True
-            exited(request, os.waitstatus_to_exitcode(status))
-        return True
-
-    def terminate(self, grace: float) -> list[int]:
-        """End every child: ``SIGTERM`` now, ``SIGKILL`` to those still running after *grace* seconds.
-
-        Each child is reaped as it exits (and reported to the host's
-        ``child_exited``); the call returns once all of them are, with the
-        pids of the children that had to be killed.  The wait is on the
-        children's pidfds; only for a child without one (no pidfds on this
-        system, or no free fd) does it check every 10 ms.  With no child
-        running it returns ``[]`` at once.  Call it from the thread that
-        reaps, or once the serving loop has stopped.
-        """
-        if not grace >= 0:  # also refuses NaN
-            raise ValueError(f"grace must be a number of seconds >= 0, not {grace!r}")
-        deadline = time.monotonic() + grace
-        killed: list[int] = []
-        try:
-            # Children that are done are reaped, not signalled: only a pid
-            # not reaped yet is sure to still be ours.
-            self.reap()
-            watched: dict[int, int] = {}  # pidfd -> pid
-            unwatched: list[int] = []
-            for pid in list(self.pids):
-                fd = self._pidfd(pid)
-                if fd >= 0:
-                    watched[fd] = pid
-                else:
-                    unwatched.append(pid)
-                self._signal(pid, signal.SIGTERM)
-            self._await_exits(watched, unwatched, deadline)
-        finally:
-            # Whatever is left (after the grace, or after an exception) is
-            # killed, and then waited for: that wait is bounded.
-            for pid in list(self.pids):
-                if self._signal(pid, signal.SIGKILL):
-                    killed.append(pid)
-            for pid in list(self.pids):
-                self._reap(pid, 0)
-        return killed
+                done, status = os.waitpid(pid, flags)
+            except ChildProcessError:  # reaped by someone else, who got its status
+                done, status = pid, 0
+            if not done:
+                continue
+            self.pids.discard(pid)
+            fd = self._pidfds.pop(pid, -1)
+            if fd >= 0:
+                os.close(fd)
+            self._host.child_exited(pid, os.waitstatus_to_exitcode(status))
 
     def _pidfd(self, pid: int) -> int:
         """A pidfd of child *pid*, kept in ``_pidfds`` until it is reaped; -1 if it cannot have one now."""
@@ -331,48 +257,6 @@ class ChildWorkers(Generic[_ReqT]):
             except OSError:  # gone already, out of fds, or unsupported: poll instead
                 return -1
         return fd
-
-    def _signal(self, pid: int, signum: int) -> bool:
-        """Send *signum* to child *pid*, through its pidfd if it has one; ``False`` if it is gone."""
-        fd = self._pidfds.get(pid, -1)
-        try:
-            if fd >= 0 and hasattr(signal, "pidfd_send_signal"):
-                # Through the pidfd the signal cannot reach a process that
-                # has taken over the pid of a child reaped elsewhere.
-                signal.pidfd_send_signal(fd, signum)
-            else:
-                os.kill(pid, signum)
-        except ProcessLookupError:
-            return False
-        return True
-
-    def _await_exits(self, watched: dict[int, int], unwatched: list[int], deadline: float) -> None:
-        """Reap the children as they exit, until all are reaped or ``time.monotonic()`` passes *deadline*.
-
-        *watched* maps the pidfds of children to their pids; the children in
-        *unwatched* have no pidfd and are checked every 10 ms.
-        """
-        poller = select.poll() if watched else None
-        if poller is not None:
-            for fd in watched:
-                poller.register(fd, select.POLLIN)
-        while watched or unwatched:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                return
-            if unwatched:
-                left = min(left, _CHECK_INTERVAL)
-            if poller is not None and watched:
-                for fd, _ in poller.poll(math.ceil(left * 1000)):
-                    # Readable: that child has exited.  Unregistered before
-                    # _reap closes the pidfd.
-                    poller.unregister(fd)
-                    pid = watched.pop(fd)
-                    if not self._reap(pid, os.WNOHANG):
-                        unwatched.append(pid)
-            else:
-                threading.Event().wait(left)
-            unwatched[:] = [pid for pid in unwatched if not self._reap(pid, os.WNOHANG)]
 
     def close(self) -> None:
         self.reap(block=self.block_on_close)

@@ -1,0 +1,303 @@
+"""Requests handed to child processes: the children's reports, their pids, their ends.
+
+When a request is handled in a child process (the host's ``discard`` in the
+parent, ``close_inherited`` and ``run`` in the child), the child keeps no
+books: it writes two fixed-size records on a pipe the parent's loop watches
+-- one when its ``run`` starts (the request's key and the child's pid), one
+when the request ends (the handler's time, whether it or a stage failed,
+bytes in and out) -- and the parent books the end.  From the first record
+the parent knows the child's pid: it watches a pidfd of it, so a child that
+exits without its second record (killed, crashed) ends its request too, and
+a drain's deadline can stop every child still running (``SIGTERM``, then
+``SIGKILL``).  None of this asks anything of the dispatcher beyond the
+documented calls; one that reaps its children may also report their exit
+status (the host's ``child_exited``), which is then the one given.
+
+A request's key is its ``id()``, the same in the parent and in a forked child.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import select
+import signal
+import struct
+import threading
+import time
+from collections.abc import Callable
+from functools import partial
+from typing import Final, Generic, TypeVar, final
+
+from ..abc import Request
+from ..events import ChildFailed
+from .loop import Loop
+
+__all__ = ("Children",)
+
+_ReqT = TypeVar("_ReqT", bound=Request[object])
+
+#: One record: kind (S: started, E: ended), the request's key, the child's
+#: pid, the handler's seconds, whether it failed, bytes in and out (-1: not
+#: counted), the failed stage's name (empty: the handler ran), the name of
+#: the exception's type.  Smaller than PIPE_BUF, so each write is whole.
+_RECORD: Final = struct.Struct("=cQid?qq16s48s")
+_STARTED: Final = b"S"
+_ENDED: Final = b"E"
+
+#: How often terminate() looks at a child it has no pidfd for, in seconds.
+_CHECK_INTERVAL: Final = 0.01
+
+Ended = Callable[[_ReqT, float | None, BaseException | None, str | None, tuple[int | None, int | None]], None]
+"""What the route does with a child's end: (request, seconds, failure, failed stage, bytes in and out)."""
+
+
+def _text(raw: bytes) -> str:
+    return raw.rstrip(b"\0").decode("utf-8", "replace")
+
+
+def _exit_status(pidfd: int) -> int | None:
+    """The exit status of the exited, not yet reaped child behind *pidfd* (``None``: not to be had)."""
+    waitid = getattr(os, "waitid", None)
+    if waitid is None or not hasattr(os, "P_PIDFD"):
+        return None
+    try:
+        info = waitid(os.P_PIDFD, pidfd, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+    except OSError:  # reaped already, by the dispatcher
+        return None
+    if info is None:
+        return None
+    status = int(info.si_status)
+    return status if info.si_code == os.CLD_EXITED else -status
+
+
+@final
+class Children(Generic[_ReqT]):
+    """The parent's view of the requests its children handle, and a child's reports to it."""
+
+    __slots__ = ("_ended", "_held", "_in_child", "_lock", "_loop", "_pids", "_reader", "_writer")
+
+    def __init__(self, loop: Loop, ended: Ended[_ReqT]) -> None:
+        self._loop = loop
+        self._ended = ended
+        # The reader is the loop's; each child writes without blocking.
+        self._reader, self._writer = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
+        # key -> (request, when it was handed over), until its child reports its end.
+        self._held: dict[int, tuple[_ReqT, float]] = {}
+        # key -> (pid, pidfd or -1) of the children that reported their start.
+        self._pids: dict[int, tuple[int, int]] = {}
+        # The loop's thread and a reaper (close, a drain) both read the pipe.
+        self._lock = threading.Lock()
+        self._in_child = False
+        loop.watch(self._reader, self.read)
+
+    # -- in the parent ---------------------------------------------------------------------
+
+    def handed(self, request: _ReqT, since: float) -> None:
+        """*request* (taken at *since*) is now a child's."""
+        self._held[id(request)] = (request, since)
+
+    def holds(self, key: int) -> bool:
+        """Whether the request with *key* is a child's."""
+        return key in self._held
+
+    def read(self) -> int:
+        """Read the children's records (the loop's callback for the pipe); how many were read."""
+        with self._lock:
+            try:
+                data = os.read(self._reader, _RECORD.size * 256)
+            except OSError:  # empty (or closed)
+                return 0
+        size = _RECORD.size
+        for at in range(0, len(data) - len(data) % size, size):
+            kind, key, pid, seconds, failed, bytes_in, bytes_out, stage, name = _RECORD.unpack_from(data, at)
+            if kind == _STARTED:
+                self._started(key, pid)
+                continue
+            failure = None
+            if failed:
+                failure = ChildFailed(f"the handler raised {_text(name)}")
+            traffic = (None if bytes_in < 0 else bytes_in, None if bytes_out < 0 else bytes_out)
+            self._end(key, None if stage.rstrip(b"\0") else seconds, failure, _text(stage) or None, traffic)
+        return len(data) // size
+
+    def _started(self, key: int, pid: int) -> None:
+        if key not in self._held:
+            return
+        fd = -1
+        if hasattr(os, "pidfd_open"):
+            try:
+                fd = os.pidfd_open(pid)
+            except OSError:  # gone and reaped already (its end is in the pipe), or no fd free
+                pass
+            else:
+                self._loop.watch(fd, partial(self._gone, key))
+        self._pids[key] = (pid, fd)
+
+    def _gone(self, key: int, status: int | None = None) -> None:
+        """The child that held *key* has exited: end its request if it did not report."""
+        # Its report, if it sent one, is in the pipe already.
+        while key in self._held and self.read():
+            pass
+        if key not in self._held:
+            return
+        if status is None:
+            _, fd = self._pids.get(key, (0, -1))
+            status = None if fd < 0 else _exit_status(fd)
+        what = "exited without reporting" if status is None else f"exited with status {status}"
+        self._end(key, None, ChildFailed(f"the child {what}"), None, (None, None))
+
+    def _end(
+        self,
+        key: int,
+        seconds: float | None,
+        failure: BaseException | None,
+        stage: str | None,
+        traffic: tuple[int | None, int | None],
+    ) -> None:
+        entry = self._held.pop(key, None)
+        pid, fd = self._pids.pop(key, (0, -1))
+        if fd >= 0:
+            self._loop.unwatch(fd)
+            os.close(fd)
+        if entry is None:  # reported already
+            return
+        request, since = entry
+        if seconds is None and stage is None:  # no report: its time with the child is what is known
+            seconds = time.monotonic() - since
+        self._ended(request, seconds, failure, stage, traffic)
+
+    def exited(self, pid: int, status: int) -> None:
+        """The dispatcher reaped child *pid* with *status* (any thread that reaps)."""
+        for key, (known, _) in list(self._pids.items()):
+            if known == pid:
+                self._gone(key, status)
+                return
+        # Not known yet: its start record may still be in the pipe.
+        self.read()
+        for key, (known, _) in list(self._pids.items()):
+            if known == pid:
+                self._gone(key, status)
+                return
+
+    def terminate(self, grace: float) -> None:
+        """Stop every child still holding a request: ``SIGTERM``, then ``SIGKILL`` after *grace* seconds.
+
+        Each one's request ends as its child exits.  Returns once all have
+        exited, or after a bounded wait past the ``SIGKILL``.  For a thread
+        that runs while the loop does not (a drain, after the loop stopped).
+        """
+        self.read()
+        deadline = time.monotonic() + grace
+        self._signal_all(signal.SIGTERM)
+        self._await_exits(deadline)
+        if self._held:
+            self._signal_all(signal.SIGKILL)
+            self._await_exits(time.monotonic() + grace + 1.0)
+
+    def _signal_all(self, signum: int) -> None:
+        for key, (pid, fd) in list(self._pids.items()):
+            if key not in self._held:
+                continue
+            try:
+                if fd >= 0 and hasattr(signal, "pidfd_send_signal"):
+                    # Through the pidfd the signal cannot reach a process
+                    # that has taken over the pid of a child reaped elsewhere.
+                    signal.pidfd_send_signal(fd, signum)
+                else:
+                    os.kill(pid, signum)
+            except ProcessLookupError:
+                pass
+
+    def _await_exits(self, deadline: float) -> None:
+        """End the requests of the children as they exit, until none is left or *deadline* passes."""
+        while self._held:
+            watched = {fd: key for key, (_, fd) in self._pids.items() if fd >= 0 and key in self._held}
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return
+            if len(watched) < len(self._held):  # a child without a pidfd: look again shortly
+                left = min(left, _CHECK_INTERVAL)
+            poller = select.poll()
+            for fd in watched:
+                poller.register(fd, select.POLLIN)
+            poller.register(self._reader, select.POLLIN)
+            for fd, _ in poller.poll(math.ceil(left * 1000)):
+                key = watched.get(fd)
+                if key is not None:
+                    self._gone(key)
+            self.read()
+            for key, (pid, fd) in list(self._pids.items()):
+                if fd < 0 and key in self._held and not _alive(pid):
+                    self._gone(key)
+
+    # -- in the child ----------------------------------------------------------------------
+
+    def become_child(self) -> None:
+        """In a new child process: it keeps no books, it reports to the parent."""
+        self._in_child = True
+        os.close(self._reader)
+        self._reader = -1
+
+    @property
+    def in_child(self) -> bool:
+        """Whether this process is a child that reports (``become_child`` was called)."""
+        return self._in_child
+
+    def report_start(self, request: _ReqT) -> None:
+        """In the child: its ``run`` of *request* begins."""
+        self._write(_RECORD.pack(_STARTED, id(request), os.getpid(), 0.0, False, -1, -1, b"", b""))
+
+    def report_end(
+        self,
+        request: _ReqT,
+        seconds: float | None,
+        failure: BaseException | None,
+        stage: str | None,
+        traffic: tuple[int | None, int | None],
+    ) -> None:
+        """In the child: *request* ended (dropped if the pipe is full: the parent learns it from the exit)."""
+        bytes_in, bytes_out = traffic
+        self._write(
+            _RECORD.pack(
+                _ENDED,
+                id(request),
+                os.getpid(),
+                0.0 if seconds is None else seconds,
+                failure is not None,
+                -1 if bytes_in is None else bytes_in,
+                -1 if bytes_out is None else bytes_out,
+                b"" if stage is None else stage.encode("utf-8", "replace")[:16],
+                b"" if failure is None else type(failure).__qualname__.encode("utf-8", "replace")[:48],
+            )
+        )
+
+    def _write(self, record: bytes) -> None:
+        try:
+            os.write(self._writer, record)
+        except OSError:
+            pass
+
+    def close(self) -> None:
+        """Close the pipe and the pidfds (the server is closed)."""
+        for _, fd in self._pids.values():
+            if fd >= 0:
+                self._loop.unwatch(fd)
+                os.close(fd)
+        self._pids.clear()
+        if self._reader >= 0:
+            self._loop.unwatch(self._reader)
+            os.close(self._reader)
+        os.close(self._writer)
+        self._reader = self._writer = -1
+
+
+def _alive(pid: int) -> bool:
+    """Whether *pid* is still a process (or an unreaped zombie)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

@@ -1,0 +1,198 @@
+"""Stream connections held on the loop, in no worker, by the route's loop-side stages.
+
+A loop-side stage (:class:`~.wiring.LoopStage`: the first-request gate, later
+a PROXY header) holds a new connection as a source of the serve loop until
+the bytes it wants are there: the loop wakes for it only when they are (on
+TCP the kernel wakes it then, ``SO_RCVLOWAT``), it only peeks, and it closes
+the connection if the client leaves or the stage's timeout passes first.
+:class:`Parking` does that for every loop-side stage, and also holds the
+connections that passed them all while the workers (or the admission
+limit) have no room: what a gate lets through waits for capacity like
+everything else, in the order it came, ahead of new connections.
+
+Everything here runs on the loop's thread.
+"""
+
+from __future__ import annotations
+
+import collections
+import socket
+import time
+from collections.abc import Callable, Sequence
+from functools import partial
+from typing import Final, Generic, TypeVar, final
+
+from ..abc import Request
+from .loop import Loop
+from .wiring import LoopStage
+
+__all__ = ("Parking",)
+
+_ReqT = TypeVar("_ReqT", bound=Request[object])
+_WhereT = TypeVar("_WhereT")
+
+#: How many bytes a stage peeks at, at least.
+_PEEK: Final = 65536
+_PEEK_FLAGS: Final = socket.MSG_PEEK | socket.MSG_DONTWAIT
+
+
+def socket_of(request: object) -> socket.socket:
+    """The socket of a stream request (every stream request value has one)."""
+    sock: socket.socket = getattr(request, "socket")
+    return sock
+
+
+@final
+class _Parked(Generic[_ReqT, _WhereT]):
+    """A connection held by stage *index*: how much of it the stage has seen, its low-water mark."""
+
+    __slots__ = ("index", "lowat", "request", "seen", "where")
+
+    def __init__(self, request: _ReqT, index: int, where: _WhereT) -> None:
+        self.request = request
+        self.index = index
+        self.where = where
+        self.seen = 0
+        self.lowat = 1
+
+
+@final
+class Parking(Generic[_ReqT, _WhereT]):
+    """The connections held on the loop: at a loop-side stage, or waiting for room in the workers.
+
+    *passed* is called with a request, the index of the next stage and what
+    :meth:`park` was given as *where* (the listener it came through) when it
+    has passed a stage; *closed* with a request, the reason (the stage's
+    name, or the reason :meth:`close` was given) and *where* when it is
+    closed here.
+    """
+
+    __slots__ = ("_closed", "_loop", "_parked", "_passed", "_ready", "_stages", "_tcp")
+
+    def __init__(
+        self,
+        loop: Loop,
+        stages: Sequence[LoopStage],
+        tcp: bool,
+        passed: Callable[[_ReqT, int, _WhereT], None],
+        closed: Callable[[_ReqT, str, _WhereT], None],
+    ) -> None:
+        self._loop = loop
+        self._stages = tuple(stages)
+        # Only TCP sockets honour SO_RCVLOWAT in poll(): elsewhere a stage
+        # lets a connection through at its first byte.
+        self._tcp = tcp
+        self._passed = passed
+        self._closed = closed
+        # fd -> the connection held there by a stage.
+        self._parked: dict[int, _Parked[_ReqT, _WhereT]] = {}
+        # Connections that passed every stage and wait for room, oldest first.
+        self._ready: collections.deque[tuple[_ReqT, _WhereT]] = collections.deque()
+
+    # -- held by a stage ---------------------------------------------------------------
+
+    def park(self, request: _ReqT, index: int, where: _WhereT) -> None:
+        """Hold *request* at stage *index* until its bytes are there."""
+        fd = socket_of(request).fileno()
+        entry = self._parked[fd] = _Parked(request, index, where)
+        self._loop.watch(fd, partial(self._peek, fd))
+        timeout = self._stages[index].gate.timeout
+        if timeout is not None:
+            self._loop.call_at(time.monotonic() + timeout, partial(self._expire, fd, entry))
+
+    def _peek(self, fd: int) -> None:
+        entry = self._parked.get(fd)
+        if entry is None:
+            return
+        request = entry.request
+        sock = socket_of(request)
+        stage = self._stages[entry.index]
+        try:
+            data = sock.recv(max(_PEEK, entry.lowat), _PEEK_FLAGS)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            data = b""
+        if not data:  # the client left
+            self._unpark(fd, entry)
+            self._closed(request, stage.name, entry.where)
+            return
+        wanted = stage.gate.wanted(data)
+        # No progress since the last look: the client half-closed (EOF with
+        # a partial request); the next step gets what there is.
+        if wanted == 0 or len(data) == entry.seen or not self._tcp:
+            self._unpark(fd, entry)
+            self._passed(request, entry.index + 1, entry.where)
+            return
+        entry.seen = len(data)
+        entry.lowat = wanted
+        # The kernel wakes the loop again only when *wanted* bytes are there.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT, wanted)
+
+    def _unpark(self, fd: int, entry: _Parked[_ReqT, _WhereT]) -> None:
+        del self._parked[fd]
+        self._loop.unwatch(fd)
+        if entry.lowat > 1:
+            try:
+                socket_of(entry.request).setsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT, 1)
+            except OSError:
+                pass
+
+    def _expire(self, fd: int, entry: _Parked[_ReqT, _WhereT]) -> None:
+        if self._parked.get(fd) is entry:
+            self._unpark(fd, entry)
+            self._closed(entry.request, self._stages[entry.index].name, entry.where)
+
+    # -- waiting for room ----------------------------------------------------------------
+
+    def wait_for_room(self, request: _ReqT, where: _WhereT) -> None:
+        """Hold *request*, which passed every stage, until :meth:`flush` finds room for it."""
+        self._ready.append((request, where))
+
+    def flush(self, dispatch: Callable[[_ReqT], None], room: Callable[[], Sequence[int] | None]) -> Sequence[int] | None:
+        """Dispatch the waiting connections while *room* says there is some; what *room* said last."""
+        ready = self._ready
+        while ready:
+            waiting_for = room()
+            if waiting_for is not None:
+                return waiting_for
+            dispatch(ready.popleft()[0])
+        return None
+
+    @property
+    def waiting(self) -> bool:
+        """Whether connections wait for room."""
+        return bool(self._ready)
+
+    # -- what is held, and letting go of it ------------------------------------------------
+
+    def held(self) -> set[int]:
+        """The ids of the requests held here (a snapshot)."""
+        return {id(entry.request) for entry in list(self._parked.values())} | {id(r) for r, _ in list(self._ready)}
+
+    def close(self, request: _ReqT, reason: str) -> bool:
+        """Close *request* if it is held here (matched by identity); whether it was."""
+        try:
+            fd = socket_of(request).fileno()
+        except OSError:
+            fd = -1
+        entry = self._parked.get(fd)
+        if entry is not None and entry.request is request:
+            self._unpark(fd, entry)
+            self._closed(request, reason, entry.where)
+            return True
+        for waiting in self._ready:
+            if waiting[0] is request:
+                self._ready.remove(waiting)
+                self._closed(request, reason, waiting[1])
+                return True
+        return False
+
+    def release_all(self, reason: str) -> None:
+        """Close every connection held here (the loop has stopped for good)."""
+        for fd, entry in list(self._parked.items()):
+            self._unpark(fd, entry)
+            self._closed(entry.request, reason, entry.where)
+        while self._ready:
+            request, where = self._ready.popleft()
+            self._closed(request, reason, where)
