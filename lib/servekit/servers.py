@@ -217,8 +217,12 @@ class _StreamOptions(_Options[_ReqT, _AddrT], total=False):
     gate: Gate | None
 
 
+# Any transport first, so that a mistake in a handler (a lambda's body, say) is
+# reported against the transport's own request type; the stream-only options
+# second.  mypy sees the two overlap: for a stream transport without those
+# options both give the same Server type, so the overlap is harmless.
 @overload
-def server(
+def server(  # type: ignore[overload-overlap]
     transport: Listeners[_ReqT, _AddrT],
     handler: Handler[_ReqT],
     **options: Unpack[_Options[_ReqT, _AddrT]],

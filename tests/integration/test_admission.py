@@ -9,8 +9,10 @@ a wait for the server.
 
 from __future__ import annotations
 
+import os
 import socket
 import threading
+from typing import TypeVar
 
 import pytest
 
@@ -26,7 +28,10 @@ from servekit import (
     tcp,
     threaded,
 )
+from servekit.abc import WorkerHost, Workers
 from servekit.testing import EventLog, recv_line, serving, stream_exchange
+
+_R = TypeVar("_R")
 
 TIMEOUT = 10.0
 
@@ -234,3 +239,53 @@ class TestOptions:
     def test_a_bool_is_not_a_count(self) -> None:
         with pytest.raises(TypeError, match=r"max_connections.*True"):
             Admission(max_connections=True)
+
+
+class TestStartFailures:
+    """A server whose workers cannot start leaves nothing behind: listeners, admission fds, workers."""
+
+    class Refusing:
+        """A dispatcher whose start raises (no thread left, say)."""
+
+        def start(self, host: WorkerHost[_R], /) -> Workers[_R]:
+            raise RuntimeError("cannot start workers")
+
+    @staticmethod
+    def open_fds() -> set[str]:
+        return set(os.listdir("/proc/self/fd"))
+
+    def test_a_dispatcher_whose_start_raises_leaks_no_fd(self) -> None:
+        before = self.open_fds()
+        spec = server(
+            tcp("127.0.0.1", 0), lambda conn: None, dispatcher=self.Refusing(), admission=Admission(max_connections=2)
+        )
+        for _ in range(3):
+            with pytest.raises(RuntimeError, match="cannot start workers"):
+                spec.bind()
+        assert self.open_fds() - before == set()
+
+    def test_workers_with_a_wrong_declaration_are_refused_and_closed(self) -> None:
+        closed: list[bool] = []
+
+        class Declaring:
+            traits = "processes"
+
+            def dispatch(self, request: object, /) -> None: ...
+
+            def capacity(self) -> None:
+                return None
+
+            def service_actions(self) -> None: ...
+
+            def close(self) -> None:
+                closed.append(True)
+
+        class Dispatching:
+            def start(self, host: WorkerHost[_R], /) -> Workers[_R]:
+                return Declaring()
+
+        before = self.open_fds()
+        with pytest.raises(TypeError, match="Declaring.traits must be a servekit.abc.WorkerTraits or absent, not str"):
+            server(tcp("127.0.0.1", 0), lambda conn: None, dispatcher=Dispatching()).bind()
+        assert closed == [True]
+        assert self.open_fds() - before == set()

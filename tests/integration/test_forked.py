@@ -5,16 +5,18 @@ from __future__ import annotations
 import fcntl
 import os
 import select
+import signal
 import socket
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import pytest
 
-from servekit import Bound, IPAddress, StreamConnection, forked, server, tcp
-from servekit.testing import serving, stream_exchange
+from servekit import Accepted, Bound, ConnectionClosed, IPAddress, StreamConnection, first_line, forked, server, tcp
+from servekit.testing import EventLog, recv_line, serving, stream_exchange
 
 pytestmark = pytest.mark.skipif(not hasattr(os, "pidfd_open"), reason="needs os.fork and os.pidfd_open (Linux)")
 
@@ -198,3 +200,63 @@ def test_child_output_is_neither_lost_nor_doubled() -> None:
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines() == ["buffered by the parent", "written by the child"]
+
+
+def test_what_a_gate_lets_through_waits_for_max_children() -> None:
+    """Nine connections held at the gate get their first lines at once: three children at a time, no more.
+
+    Each child says when it starts and waits for the test's go; the test lets
+    one go only while three are running, so a fourth start before a go means
+    the gate let a connection past the workers' limit.
+    """
+
+    def handler(conn: StreamConnection[IPAddress]) -> None:
+        conn.rfile.readline()  # the first line, which the gate waited for
+        conn.wfile.write(b"started %d\n" % os.getpid())
+        conn.rfile.readline()  # the test's go
+        conn.wfile.write(b"done\n")
+
+    log = EventLog()
+    spec = server(
+        tcp("127.0.0.1", 0), handler, dispatcher=forked(max_children=3), gate=first_line(timeout=TIMEOUT), on_event=log
+    )
+    with serving(spec.bind(), poll_interval=0.05) as bound:
+        clients = [socket.create_connection(bound.address, timeout=TIMEOUT) for _ in range(9)]
+        try:
+            log.wait_for(Accepted, 9, timeout=TIMEOUT)  # all nine are held at the gate
+            for client in clients:
+                client.sendall(b"hello\n")
+            running: set[socket.socket] = set()
+            released: set[socket.socket] = set()
+            pids: dict[socket.socket, int] = {}
+            finished = 0
+            deadline = time.monotonic() + TIMEOUT
+            while finished < 9:
+                waiting = [c for c in clients if c.fileno() >= 0]
+                ready, _, _ = select.select(waiting, [], [], max(0.0, deadline - time.monotonic()))
+                assert ready, f"{len(running)} running, {finished} done: no progress"
+                for client in ready:
+                    line = recv_line(client)
+                    if line.startswith(b"started "):
+                        pids[client] = int(line.split()[1])
+                        running.add(client)
+                        assert len(running) <= 3, "a fourth child started while three were running"
+                    else:
+                        assert line == b"done\n"
+                        running.discard(client)
+                        pids.pop(client)
+                        client.close()
+                        finished += 1
+                held = running - released
+                if held and not released & running and (len(running) == 3 or finished + len(running) == 9):
+                    # One at a time: the next start may only follow this one's end.
+                    chosen = held.pop()
+                    released.add(chosen)
+                    chosen.sendall(b"go\n")
+        finally:
+            for client in clients:
+                client.close()
+            for pid in pids.values():  # (a failure: the children inherited the clients, and wait)
+                os.kill(pid, signal.SIGKILL)
+        closed = log.wait_for(ConnectionClosed, 9, timeout=TIMEOUT)
+    assert [c.reason for c in closed] == ["finished"] * 9

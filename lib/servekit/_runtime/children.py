@@ -56,17 +56,25 @@ def _text(raw: bytes) -> str:
     return raw.rstrip(b"\0").decode("utf-8", "replace")
 
 
-def _exit_status(pidfd: int) -> int | None:
-    """The exit status of the exited, not yet reaped child behind *pidfd* (``None``: not to be had)."""
-    waitid = getattr(os, "waitid", None)
-    if waitid is None or not hasattr(os, "P_PIDFD"):
-        return None
+class _Running(Exception):
+    """The child has not exited (a wake-up for an fd number that was reused meanwhile)."""
+
+
+def _exit_status(pid: int, pidfd: int) -> int | None:
+    """The exit status of the exited child *pid* (``None``: it was reaped already, by its dispatcher).
+
+    Raises :class:`_Running` if it has not exited.  The child is not reaped:
+    reaping is its dispatcher's.
+    """
     try:
-        info = waitid(os.P_PIDFD, pidfd, os.WEXITED | os.WNOHANG | os.WNOWAIT)
-    except OSError:  # reaped already, by the dispatcher
+        if pidfd >= 0 and hasattr(os, "P_PIDFD"):
+            info = os.waitid(os.P_PIDFD, pidfd, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+        else:
+            info = os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+    except ChildProcessError:  # reaped already
         return None
     if info is None:
-        return None
+        raise _Running
     status = int(info.si_status)
     return status if info.si_code == os.CLD_EXITED else -status
 
@@ -75,7 +83,7 @@ def _exit_status(pidfd: int) -> int | None:
 class Children(Generic[_ReqT]):
     """The parent's view of the requests its children handle, and a child's reports to it."""
 
-    __slots__ = ("_ended", "_held", "_in_child", "_lock", "_loop", "_pids", "_reader", "_writer")
+    __slots__ = ("_blind", "_ended", "_held", "_in_child", "_lock", "_loop", "_pids", "_reader", "_writer")
 
     def __init__(self, loop: Loop, ended: Ended[_ReqT]) -> None:
         self._loop = loop
@@ -86,6 +94,8 @@ class Children(Generic[_ReqT]):
         self._held: dict[int, tuple[_ReqT, float]] = {}
         # key -> (pid, pidfd or -1) of the children that reported their start.
         self._pids: dict[int, tuple[int, int]] = {}
+        # The keys of those among them that have no pidfd (looked at by tend()).
+        self._blind: set[int] = set()
         # The loop's thread and a reaper (close, a drain) both read the pipe.
         self._lock = threading.Lock()
         self._in_child = False
@@ -128,22 +138,44 @@ class Children(Generic[_ReqT]):
         if hasattr(os, "pidfd_open"):
             try:
                 fd = os.pidfd_open(pid)
-            except OSError:  # gone and reaped already (its end is in the pipe), or no fd free
+            except OSError:  # gone and reaped already, or no fd free: looked at by tend()
                 pass
             else:
                 self._loop.watch(fd, partial(self._gone, key))
         self._pids[key] = (pid, fd)
+        if fd < 0:
+            self._blind.add(key)
 
-    def _gone(self, key: int, status: int | None = None) -> None:
-        """The child that held *key* has exited: end its request if it did not report."""
+    def tend(self) -> None:
+        """Look at the children the loop cannot watch (no pidfd): end the requests of those gone.
+
+        The runtime calls it after every wake-up of the loop while :attr:`blind` is set.
+        """
+        for key in list(self._blind):
+            self._gone(key)
+
+    @property
+    def blind(self) -> bool:
+        """Whether a child holding a request has no pidfd for the loop to watch."""
+        return bool(self._blind)
+
+    def _gone(self, key: int, status: int | None = None, *, known: bool = False) -> None:
+        """The child that held *key* has exited (*status*, if *known*): end its request if it did not report.
+
+        Without a known status the child is looked at first: a wake-up of
+        its pidfd's number may be meant for an fd closed and reused since.
+        """
         # Its report, if it sent one, is in the pipe already.
         while key in self._held and self.read():
             pass
         if key not in self._held:
             return
-        if status is None:
-            _, fd = self._pids.get(key, (0, -1))
-            status = None if fd < 0 else _exit_status(fd)
+        if not known:
+            pid, fd = self._pids.get(key, (0, -1))
+            try:
+                status = _exit_status(pid, fd) if pid else None
+            except _Running:
+                return
         what = "exited without reporting" if status is None else f"exited with status {status}"
         self._end(key, None, ChildFailed(f"the child {what}"), None, (None, None))
 
@@ -157,6 +189,7 @@ class Children(Generic[_ReqT]):
     ) -> None:
         entry = self._held.pop(key, None)
         pid, fd = self._pids.pop(key, (0, -1))
+        self._blind.discard(key)
         if fd >= 0:
             self._loop.unwatch(fd)
             os.close(fd)
@@ -169,16 +202,13 @@ class Children(Generic[_ReqT]):
 
     def exited(self, pid: int, status: int) -> None:
         """The dispatcher reaped child *pid* with *status* (any thread that reaps)."""
-        for key, (known, _) in list(self._pids.items()):
-            if known == pid:
-                self._gone(key, status)
-                return
-        # Not known yet: its start record may still be in the pipe.
-        self.read()
-        for key, (known, _) in list(self._pids.items()):
-            if known == pid:
-                self._gone(key, status)
-                return
+        for _ in range(2):
+            for key, (known, _fd) in list(self._pids.items()):
+                if known == pid:
+                    self._gone(key, status, known=True)
+                    return
+            # Not known yet: its start record may still be in the pipe.
+            self.read()
 
     def terminate(self, grace: float) -> None:
         """Stop every child still holding a request: ``SIGTERM``, then ``SIGKILL`` after *grace* seconds.
@@ -227,9 +257,7 @@ class Children(Generic[_ReqT]):
                 if key is not None:
                     self._gone(key)
             self.read()
-            for key, (pid, fd) in list(self._pids.items()):
-                if fd < 0 and key in self._held and not _alive(pid):
-                    self._gone(key)
+            self.tend()
 
     # -- in the child ----------------------------------------------------------------------
 
@@ -291,13 +319,3 @@ class Children(Generic[_ReqT]):
         os.close(self._writer)
         self._reader = self._writer = -1
 
-
-def _alive(pid: int) -> bool:
-    """Whether *pid* is still a process (or an unreaped zombie)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True

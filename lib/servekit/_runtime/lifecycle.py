@@ -47,6 +47,7 @@ class Runtime(Generic[_ReqT, _AddrT]):
     """The listeners, loop, route and workers of one bound composed server."""
 
     __slots__ = (
+        "_children",
         "_close_lock",
         "_closed",
         "_fatal",
@@ -87,6 +88,7 @@ class Runtime(Generic[_ReqT, _AddrT]):
                 listener.close()
             raise
         self.workers = workers
+        self._children = pipeline.children
         # Workers with nothing to service are not asked (a call less per wake-up).
         self._tend = workers.service_actions if traits is None or traits.service else None
 
@@ -119,6 +121,9 @@ class Runtime(Generic[_ReqT, _AddrT]):
         return lambda: through() > before
 
     def _on_wake(self) -> None:
+        children = self._children
+        if children is not None and children.blind:
+            children.tend()
         if self._tend is not None:
             self._tend()
         if self._service is not None:
