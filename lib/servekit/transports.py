@@ -571,3 +571,18 @@ def adopt(
         return AdoptedTransport(source, kind)
     return AdoptedTransport(source, kind, max_packet_size=max_packet_size)
 
+
+def transport_kind(transport: object) -> Literal["stream", "datagram"] | None:
+    """Whether *transport* yields stream connections or datagrams; ``None`` for one servekit does not know.
+
+    Internal: lets a server description refuse to mix stream and datagram
+    listeners before anything is bound.  A user's own transport is ``None``:
+    only binding it tells.
+    """
+    if isinstance(transport, (TCPTransport, UnixStreamTransport)):
+        return "stream"
+    if isinstance(transport, (UDPTransport, UnixDatagramTransport)):
+        return "datagram"
+    if isinstance(transport, AdoptedTransport):
+        return "datagram" if transport.kind in _DATAGRAM_KINDS else "stream"
+    return None

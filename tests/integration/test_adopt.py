@@ -20,7 +20,11 @@ from servekit.transports import (
     AdoptedTransport,
     adopt,
     format_address,
+    tcp,
+    transport_kind,
     udp,
+    unix_datagram,
+    unix_stream,
 )
 from servekit.testing import datagram_exchange, serving, stream_exchange
 
@@ -276,3 +280,22 @@ class TestArguments:
             "AdoptedTransport(fd=4, kind='datagram', max_packet_size=512)"
         )
 
+
+KIND_CASES: list[tuple[object, str | None]] = [
+    (tcp("127.0.0.1", 0), "stream"),
+    (unix_stream("/tmp/s"), "stream"),
+    (udp("127.0.0.1", 0), "datagram"),
+    (unix_datagram("/tmp/d"), "datagram"),
+    *((adopt(3, kind), "stream") for kind in ("tcp", "unix_stream", "stream")),
+    *((adopt(3, kind), "datagram") for kind in ("udp", "unix_datagram", "datagram")),
+    (object(), None),  # a transport of the user's own
+]
+
+
+@pytest.mark.parametrize(
+    ("transport", "expected"),
+    KIND_CASES,
+    ids=[f"{type(t).__name__}-{getattr(t, 'kind', '')}-{expected}" for t, expected in KIND_CASES],
+)
+def test_transport_kind(transport: object, expected: str | None) -> None:
+    assert transport_kind(transport) == expected
