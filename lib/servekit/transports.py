@@ -1,4 +1,4 @@
-"""Transports: how the listening socket is made (family, type, options, bind, listen)."""
+"""Transports: how the listening socket is made (family, type, options, bind, listen) or adopted."""
 
 from __future__ import annotations
 
@@ -6,12 +6,12 @@ import errno
 import os
 import socket
 import stat
-from typing import Generic, Literal, final
+from typing import Final, Generic, Literal, TypeAlias, cast, final, overload
 
 import attrs
 
-from ._types import Address, IPAddress, UnixAddress, _AddrT
-from ._validate import flag, int_in_range, text
+from ._types import Address, IPAddress, UnixAddress, _AddrT, _ReqT
+from ._validate import check_text, flag, int_in_range, text
 from .acceptors import check_max_packet_size as _max_packet
 from .abc import Acceptor, Listener, Transport
 from .acceptors import MAX_PACKET_SIZE, DatagramAcceptor, StreamAcceptor, peer_address
@@ -19,6 +19,8 @@ from .connections import Datagram, StreamConnection
 from .errors import bind_error
 
 __all__ = (
+    "AdoptKind",
+    "AdoptedTransport",
     "Listener",
     "format_address",
     "TCPTransport",
@@ -26,6 +28,7 @@ __all__ = (
     "UDPTransport",
     "UnixDatagramTransport",
     "UnixStreamTransport",
+    "adopt",
     "tcp",
     "udp",
     "unix_datagram",
@@ -306,10 +309,280 @@ unix_datagram = UnixDatagramTransport
 """A Unix datagram transport: ``unix_datagram(path, *, max_packet_size=8192, replace_stale=False)``."""
 
 
+# -- adopting a socket made elsewhere ------------------------------------------
+
+AdoptKind: TypeAlias = Literal["tcp", "unix_stream", "stream", "udp", "unix_datagram", "datagram"]
+"""What :func:`adopt` expects the socket to be; the kind decides the request and address types."""
+
+_IP: Final = (socket.AF_INET, socket.AF_INET6)
+
+#: Each kind's socket families and type.
+_KINDS: Final[dict[str, tuple[tuple[socket.AddressFamily, ...], socket.SocketKind]]] = {
+    "tcp": (_IP, socket.SOCK_STREAM),
+    "unix_stream": ((socket.AF_UNIX,), socket.SOCK_STREAM),
+    "stream": ((*_IP, socket.AF_UNIX), socket.SOCK_STREAM),
+    "udp": (_IP, socket.SOCK_DGRAM),
+    "unix_datagram": ((socket.AF_UNIX,), socket.SOCK_DGRAM),
+    "datagram": ((*_IP, socket.AF_UNIX), socket.SOCK_DGRAM),
+}
+
+#: A tuple, not a set: looking a bad kind up must not fail on an unhashable one.
+_DATAGRAM_KINDS: Final = tuple(kind for kind, (_, type) in _KINDS.items() if type == socket.SOCK_DGRAM)
+
+#: The names servekit's messages give the sockets it serves.
+_LABELS: Final[dict[tuple[int, int], str]] = {
+    (socket.AF_INET, socket.SOCK_STREAM): "TCP",
+    (socket.AF_INET6, socket.SOCK_STREAM): "TCP",
+    (socket.AF_UNIX, socket.SOCK_STREAM): "Unix stream",
+    (socket.AF_INET, socket.SOCK_DGRAM): "UDP",
+    (socket.AF_INET6, socket.SOCK_DGRAM): "UDP",
+    (socket.AF_UNIX, socket.SOCK_DGRAM): "Unix datagram",
+}
+
+
+def _source_fd(source: int | socket.socket) -> int:
+    """The fd number of an :func:`adopt` source: an fd as it is, a socket's ``fileno()``."""
+    if isinstance(source, socket.socket):
+        fd = source.fileno()
+        if fd < 0:
+            raise ValueError(f"source socket is closed: {source!r}")
+        return fd
+    if isinstance(source, bool) or not isinstance(source, int):
+        raise TypeError(
+            f"source must be a file descriptor (an int) or a socket.socket, got {type(source).__name__} {source!r}"
+        )
+    if source < 0:
+        raise ValueError(f"source must be a file descriptor >= 0, got {source!r}")
+    return source
+
+
+def _check_kind(_inst: object, _attr: object, kind: str) -> None:
+    check_text("kind", kind)
+    if kind not in _KINDS:
+        raise ValueError(f"kind must be one of {', '.join(map(repr, _KINDS))}, got {kind!r}")
+
+
+def _packet_size_default(transport: AdoptedTransport[_ReqT, _AddrT]) -> int | None:
+    return MAX_PACKET_SIZE if transport.kind in _DATAGRAM_KINDS else None
+
+
+def _check_packet_size(transport: AdoptedTransport[_ReqT, _AddrT], attr: object, value: int | None) -> None:
+    if transport.kind in _DATAGRAM_KINDS:
+        _max_packet(transport, attr, cast(int, value))
+    elif value is not None:
+        raise ValueError(f"max_packet_size is for datagram kinds only, got {value!r} with kind {transport.kind!r}")
+
+
+def _describe(family: socket.AddressFamily | int, type: socket.SocketKind | int) -> str:
+    """What a socket is, for messages: ``"a UDP socket (AF_INET, SOCK_DGRAM)"``."""
+    names = f"{getattr(family, 'name', family)}, {getattr(type, 'name', type)}"
+    label = _LABELS.get((family, type))
+    return f"a {label} socket ({names})" if label else f"a socket of another sort ({names})"
+
+
+def _misfit(sock: socket.socket, kind: str, address: Address) -> str | None:
+    """Why *sock*, at *address*, cannot serve as *kind*; ``None`` if it can.  May raise OSError."""
+    families, wanted_type = _KINDS[kind]
+    what = _describe(sock.family, sock.type)
+    if sock.family not in families or sock.type != wanted_type:
+        wanted = " or ".join(family.name for family in families)
+        return f"it is {what}; {kind!r} takes {wanted} with {wanted_type.name}"
+    if wanted_type == socket.SOCK_STREAM:
+        if not sock.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN):
+            return f"it is {what} at {format_address(address)} that is not listening (call listen() on it first)"
+    elif address in ("", b"") or (isinstance(address, tuple) and address[1] == 0):
+        return f"it is {what} that is not bound to an address (bind() it first)"
+    return None
+
+
+def _adopt(fd: int, kind: str) -> _Listener[Address]:
+    """A listener on a duplicate of *fd*, checked against *kind*: the one place that adopts.
+
+    A bad fd is a :class:`~servekit.BindError`, a socket of the wrong sort a
+    :class:`ValueError`; either way the duplicate is closed and *fd* left as it was.
+    """
+    sock = None
+    try:
+        duplicate = os.dup(fd)  # non-inheritable, as every fd Python makes
+        try:
+            sock = socket.socket(fileno=duplicate)  # ENOTSOCK if it is no socket
+        except BaseException:
+            os.close(duplicate)
+            raise
+        address = cast(Address, peer_address(sock.getsockname()))
+        problem = _misfit(sock, kind, address)
+    except BaseException as exc:
+        if sock is not None:
+            sock.close()
+        if isinstance(exc, OSError):
+            raise bind_error(exc, f"cannot adopt fd {fd}: {exc.strerror or exc}") from exc
+        raise
+    if problem is not None:
+        sock.close()
+        raise ValueError(f"cannot adopt fd {fd} as {kind!r}: {problem}")
+    return _Listener(sock, address, f"{_label(_LABELS[sock.family, sock.type], address)} (fd {fd})")
+
+
+@final
+@attrs.frozen
+class AdoptedTransport(Generic[_ReqT, _AddrT]):
+    """A transport over a listening socket made elsewhere; made by :func:`adopt`, which see.
+
+    Attributes:
+        fd: the file descriptor adopted (a socket source's ``fileno()``).  It
+            stays the caller's: servekit works on a duplicate of it.
+        kind: what the socket must be (:data:`AdoptKind`); it decides the
+            acceptor, and, through :func:`adopt`, the type parameters.
+            (``attrs.evolve`` to another kind keeps the old type parameters:
+            call :func:`adopt` again instead.)
+        max_packet_size: the datagram kinds' largest datagram, as for
+            :class:`UDPTransport`; ``None`` for the stream kinds.
+
+    Raises:
+        TypeError, ValueError: the source is neither an fd (an ``int >= 0``)
+            nor an open socket, the kind is unknown, or *max_packet_size* is
+            out of range or given to a stream kind.
+    """
+
+    fd: int = attrs.field(converter=_source_fd)
+    kind: AdoptKind = attrs.field(validator=_check_kind)
+    max_packet_size: int | None = attrs.field(
+        default=attrs.Factory(_packet_size_default, takes_self=True), validator=_check_packet_size, kw_only=True
+    )
+
+    def listen(self) -> Listener[_AddrT]:
+        """A listener on a duplicate of :attr:`fd`, once it is checked to fit :attr:`kind`.
+
+        Raises:
+            servekit.BindError: :attr:`fd` is not open, or is not a socket.
+            ValueError: the socket is of the wrong family or type for the
+                kind, a stream socket is not listening, or a datagram socket
+                is not bound.
+        """
+        # The address type is the one adopt() promised for the kind, which the check has just made true.
+        return cast("Listener[_AddrT]", _adopt(self.fd, self.kind))
+
+    def acceptor(self) -> Acceptor[_ReqT]:
+        # The family is known only once the socket is looked at: convert every address.
+        if self.max_packet_size is None:
+            return cast("Acceptor[_ReqT]", StreamAcceptor[Address](convert_address=True))
+        return cast("Acceptor[_ReqT]", DatagramAcceptor[Address](self.max_packet_size, convert_address=True))
+
+
+# What adopt() returns, by kind (the overloads below), and for a kind known only at run time.
+_Adopted: TypeAlias = (
+    AdoptedTransport[StreamConnection[IPAddress], IPAddress]
+    | AdoptedTransport[StreamConnection[UnixAddress], UnixAddress]
+    | AdoptedTransport[StreamConnection[Address], Address]
+    | AdoptedTransport[Datagram[IPAddress], IPAddress]
+    | AdoptedTransport[Datagram[UnixAddress], UnixAddress]
+    | AdoptedTransport[Datagram[Address], Address]
+    | AdoptedTransport[StreamConnection[Address] | Datagram[Address], Address]
+)
+
+
+@overload
+def adopt(
+    source: int | socket.socket, kind: Literal["tcp"]
+) -> AdoptedTransport[StreamConnection[IPAddress], IPAddress]: ...
+@overload
+def adopt(
+    source: int | socket.socket, kind: Literal["unix_stream"]
+) -> AdoptedTransport[StreamConnection[UnixAddress], UnixAddress]: ...
+@overload
+def adopt(
+    source: int | socket.socket, kind: Literal["stream"]
+) -> AdoptedTransport[StreamConnection[Address], Address]: ...
+@overload
+def adopt(
+    source: int | socket.socket, kind: Literal["udp"], *, max_packet_size: int = ...
+) -> AdoptedTransport[Datagram[IPAddress], IPAddress]: ...
+@overload
+def adopt(
+    source: int | socket.socket, kind: Literal["unix_datagram"], *, max_packet_size: int = ...
+) -> AdoptedTransport[Datagram[UnixAddress], UnixAddress]: ...
+@overload
+def adopt(
+    source: int | socket.socket, kind: Literal["datagram"], *, max_packet_size: int = ...
+) -> AdoptedTransport[Datagram[Address], Address]: ...
+# A kind known only at run time.  (No max_packet_size here: it would let a literal stream kind take one.)
+@overload
+def adopt(
+    source: int | socket.socket, kind: AdoptKind
+) -> AdoptedTransport[StreamConnection[Address] | Datagram[Address], Address]: ...
+def adopt(
+    source: int | socket.socket, kind: AdoptKind, *, max_packet_size: int | None = None
+) -> _Adopted:
+    """A transport over a listening socket made elsewhere: ``adopt(source, kind, *, max_packet_size=8192)``.
+
+    For a socket servekit did not make: one passed by systemd's socket
+    activation (``LISTEN_FDS``, from fd 3 on), inherited from a supervisor
+    that listens once for its workers, or made by the caller.  *source* is
+    the fd number or the socket itself; *kind* says what it must be and
+    decides the request and address types:
+
+    - ``"tcp"``: an AF_INET or AF_INET6 SOCK_STREAM socket, requests
+      ``StreamConnection[IPAddress]``;
+    - ``"unix_stream"``: AF_UNIX SOCK_STREAM, ``StreamConnection[UnixAddress]``;
+    - ``"stream"``: either, ``StreamConnection[Address]``;
+    - ``"udp"``, ``"unix_datagram"``, ``"datagram"``: the same with
+      SOCK_DGRAM, requests ``Datagram[...]`` of the same address types.
+
+    *max_packet_size*, for the datagram kinds only, as for :class:`UDPTransport`.
+    Making the transport does no I/O.  Each ``bind()`` checks the socket: its
+    family and type must fit the kind, a stream socket must be listening
+    (``SO_ACCEPTCONN``), a datagram socket bound to an address.  The server
+    reports the socket's own address, and names itself after the fd, as in
+    ``TCP 127.0.0.1:8000 (fd 3)``.
+
+    The fd stays the caller's (or systemd's).  The server works on a
+    duplicate (``os.dup``, not inherited by programs it runs) and closing it
+    closes only that duplicate: the original stays open and goes on
+    listening -- connections that arrive later wait in its backlog for
+    whoever holds it -- and servekit never binds it, calls ``listen()`` on it
+    or removes a Unix socket file it is bound to.  So one transport may be
+    bound again and again.  For a socket source only its fd number is kept:
+    keep the socket open (and referenced: a socket object that is
+    garbage-collected closes its fd) while the transport is in use.
+
+    A duplicate shares its file status flags with the original: the server
+    makes its listener non-blocking (``O_NONBLOCK``), and so the original
+    becomes non-blocking too, and stays so after the server is closed.  Set
+    it back with ``sock.setblocking(True)`` (``os.set_blocking(fd, True)``)
+    if your own code accepts on it blocking.
+
+    Example::
+
+        # systemd: the first socket of a unit with ListenStream=8000
+        server(adopt(3, "tcp"), handle).bind()
+        # a socket of your own, TCP or Unix
+        sock = socket.create_server(("127.0.0.1", 8000))
+        server(adopt(sock, "stream"), handle).bind()
+
+    Raises:
+        TypeError, ValueError: bad arguments, at once (see
+            :class:`AdoptedTransport`).
+        servekit.BindError: at ``bind()``: the fd is not open, or is not a
+            socket (an :class:`OSError` with its ``errno``, naming the fd).
+        ValueError: at ``bind()``: the socket does not fit the kind; the
+            message names the fd, the kind and what the socket is.
+    """
+    if max_packet_size is None:  # the kind's default
+        return AdoptedTransport(source, kind)
+    return AdoptedTransport(source, kind, max_packet_size=max_packet_size)
+
+
 def transport_kind(transport: object) -> Literal["stream", "datagram"] | None:
-    """``"stream"`` or ``"datagram"`` for servekit's own transports; ``None`` for one it does not know."""
+    """Whether *transport* yields stream connections or datagrams; ``None`` for one servekit does not know.
+
+    Internal: lets a server description refuse to mix stream and datagram
+    listeners before anything is bound.  A user's own transport is ``None``:
+    only binding it tells.
+    """
     if isinstance(transport, (TCPTransport, UnixStreamTransport)):
         return "stream"
     if isinstance(transport, (UDPTransport, UnixDatagramTransport)):
         return "datagram"
+    if isinstance(transport, AdoptedTransport):
+        return "datagram" if transport.kind in _DATAGRAM_KINDS else "stream"
     return None
