@@ -62,7 +62,10 @@ from .events import Stats as Stats
 from .gates import any_byte as any_byte
 from .gates import at_least as at_least
 from .gates import first_line as first_line
+from .transports import AdoptKind as AdoptKind
+from .transports import AdoptedTransport as AdoptedTransport
 from .transports import TCPTransport as TCPTransport
+from .transports import adopt as adopt
 from .transports import format_address as format_address
 from .transports import UDPTransport as UDPTransport
 from .transports import UnixDatagramTransport as UnixDatagramTransport

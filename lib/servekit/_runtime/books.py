@@ -85,8 +85,11 @@ class Books(Generic[_ReqT, _WhereT]):
 
     def ended(
         self, request: _ReqT, seconds: float | None, failure: BaseException | None, stage: str | None
-    ) -> None:
-        """Count the end of *request*: its handler's run (*seconds*, *failure*) or the *stage* that failed."""
+    ) -> tuple[_ReqT, float, _WhereT] | None:
+        """Count the end of *request*: its handler's run (*seconds*, *failure*) or the *stage* that failed.
+
+        Returns its live entry (``None``: it was not kept live).
+        """
         lock = self.shared
         if lock is not None:
             lock.acquire()
@@ -105,9 +108,10 @@ class Books(Generic[_ReqT, _WhereT]):
         if lock is not None:
             lock.release()
         # Counted closed from here on (see stats()): after the counts above.
-        self.live.pop(key, None)
+        entry = self.live.pop(key, None)
         if self.draining and not self.live:
             self._idle.set()
+        return entry
 
     # -- draining -----------------------------------------------------------------
 

@@ -83,7 +83,7 @@ def _exit_status(pid: int, pidfd: int) -> int | None:
 class Children(Generic[_ReqT]):
     """The parent's view of the requests its children handle, and a child's reports to it."""
 
-    __slots__ = ("_blind", "_ended", "_held", "_in_child", "_lock", "_loop", "_pids", "_reader", "_writer")
+    __slots__ = ("_blind", "_ended", "_held", "_lock", "_loop", "_pids", "_reader", "_writer")
 
     def __init__(self, loop: Loop, ended: Ended[_ReqT]) -> None:
         self._loop = loop
@@ -98,7 +98,6 @@ class Children(Generic[_ReqT]):
         self._blind: set[int] = set()
         # The loop's thread and a reaper (close, a drain) both read the pipe.
         self._lock = threading.Lock()
-        self._in_child = False
         loop.watch(self._reader, self.read)
 
     # -- in the parent ---------------------------------------------------------------------
@@ -263,14 +262,8 @@ class Children(Generic[_ReqT]):
 
     def become_child(self) -> None:
         """In a new child process: it keeps no books, it reports to the parent."""
-        self._in_child = True
         os.close(self._reader)
         self._reader = -1
-
-    @property
-    def in_child(self) -> bool:
-        """Whether this process is a child that reports (``become_child`` was called)."""
-        return self._in_child
 
     def report_start(self, request: _ReqT) -> None:
         """In the child: its ``run`` of *request* begins."""

@@ -18,6 +18,7 @@ from typing import Generic, TypeVar, final
 from ..abc import Dispatcher, Listener, Request, WorkerTraits, Workers
 from ..errors import ServerClosedError
 from ..events import Connection, DrainFinished, DrainReport, DrainStarted, Stats
+from .children import Children
 from .loop import Loop, Run
 from .pipeline import Pipeline
 from .wiring import Intake, Wiring
@@ -42,12 +43,28 @@ def _traits(workers: object) -> WorkerTraits | None:
     return traits
 
 
+def _tending(
+    workers: Workers[_ReqT], traits: WorkerTraits | None, children: Children[_ReqT] | None
+) -> Callable[[], None] | None:
+    """What the loop does for the workers after every wake-up (``None``: nothing, a call less per wake-up)."""
+    service = workers.service_actions if traits is None or traits.service else None
+    if children is None:
+        return service
+
+    def tend() -> None:
+        if children.blind:  # children the loop cannot watch (no pidfd): looked at
+            children.tend()
+        if service is not None:
+            service()
+
+    return tend
+
+
 @final
 class Runtime(Generic[_ReqT, _AddrT]):
     """The listeners, loop, route and workers of one bound composed server."""
 
     __slots__ = (
-        "_children",
         "_close_lock",
         "_closed",
         "_fatal",
@@ -88,9 +105,7 @@ class Runtime(Generic[_ReqT, _AddrT]):
                 listener.close()
             raise
         self.workers = workers
-        self._children = pipeline.children
-        # Workers with nothing to service are not asked (a call less per wake-up).
-        self._tend = workers.service_actions if traits is None or traits.service else None
+        self._tend = _tending(workers, traits, pipeline.children)
 
     @property
     def closed(self) -> bool:
@@ -121,9 +136,6 @@ class Runtime(Generic[_ReqT, _AddrT]):
         return lambda: through() > before
 
     def _on_wake(self) -> None:
-        children = self._children
-        if children is not None and children.blind:
-            children.tend()
         if self._tend is not None:
             self._tend()
         if self._service is not None:

@@ -73,13 +73,16 @@ class Pipeline(Generic[_ReqT]):
         "_admit_at",
         "_closing",
         "_dispatch",
+        "_door",
         "_doors",
         "_emit",
         "_failed",
         "_handler",
+        "_in_child",
         "_loop",
         "_report",
         "_room",
+        "_room_back",
         "_routine",
         "_stages",
         "_taking",
@@ -101,6 +104,8 @@ class Pipeline(Generic[_ReqT]):
     ) -> None:
         self.wiring = wiring
         self._doors = tuple(_Door(intake) for intake in intakes)
+        # The one listener, when there is one: every request came through it.
+        self._door = self._doors[0] if len(self._doors) == 1 else None
         stream = self._doors[0].sock.type == socket.SOCK_STREAM
         self._loop = loop
         self._failed = failed
@@ -112,6 +117,8 @@ class Pipeline(Generic[_ReqT]):
         self._routine = wiring.routine
         self.books: Books[_ReqT, _Door[_ReqT]] = Books()
         self.limits = None if wiring.admission is None else Limits(wiring.admission, self.books)
+        # Wakes an intake the admission limit paused, at each end (None: it never pauses).
+        self._room_back = None if self.limits is None or not self.limits.pauses else self.limits.ended
         # The loop-side stages hold stream connections only; those before
         # index _admit_at run before admission.
         loop_stages = wiring.loop_stages if stream else ()
@@ -121,6 +128,8 @@ class Pipeline(Generic[_ReqT]):
         if loop_stages:
             self.parking = Parking(loop, loop_stages, tcp, self._passed, self._closed_held)
         self.children: Children[_ReqT] | None = None
+        # Whether this process is a child that runs requests for its parent (and reports to it).
+        self._in_child = False
         # id(request) -> why it is being closed, for those closed on purpose.
         self._closing: dict[int, str] = {}
         # Whether requests are kept live while they are handled; the listener
@@ -153,6 +162,8 @@ class Pipeline(Generic[_ReqT]):
 
     def sources(self) -> dict[int, Callable[[], object]]:
         """The loop's intake: each listener's fd and its callback."""
+        if self._door is not None:  # one listener: a bound method, cheaper to call than a partial
+            return {self._door.sock.fileno(): self.take}
         return {door.sock.fileno(): partial(self.take, door) for door in self._doors}
 
     def capacity(self) -> Callable[[], Sequence[int] | None] | None:
@@ -188,8 +199,13 @@ class Pipeline(Generic[_ReqT]):
 
     # -- on the loop's thread ---------------------------------------------------------------
 
-    def take(self, door: _Door[_ReqT]) -> bool:
-        """Take one request off *door*'s ready listener and send it on its way; ``False``: none to take."""
+    def take(self, door: _Door[_ReqT] | None = None) -> bool:
+        """Take one request off *door*'s ready listener (default: the one listener) and send it on its way.
+
+        Returns ``False`` when there was none to take.
+        """
+        if door is None:  # (with several listeners each has a callback that names its own)
+            door = self._doors[0]
         try:
             request = door.accept(door.sock)
         except (BlockingIOError, InterruptedError):
@@ -254,10 +270,13 @@ class Pipeline(Generic[_ReqT]):
         books.taken += 1
         if self._routine:
             self._emit(Accepted(request.client_address, door.name))
-        if self.parking is None:
-            self._to_workers(request)
-        else:
+        if self.parking is not None:
             self._hold(request, self._admit_at, door)
+            return
+        try:
+            self._dispatch(request)
+        except Exception as exc:  # the workers could not take it (fork() failed, ...)
+            self._dropped(request, exc)
 
     def _passed(self, request: _ReqT, index: int, door: _Door[_ReqT]) -> None:
         """*request* passed the loop-side stages before *index*."""
@@ -284,8 +303,11 @@ class Pipeline(Generic[_ReqT]):
         try:
             self._dispatch(request)
         except Exception as exc:  # the workers could not take it (fork() failed, ...)
-            self._report(request, exc)
-            self.end(request, "dropped")
+            self._dropped(request, exc)
+
+    def _dropped(self, request: _ReqT, exc: Exception) -> None:
+        self._report(request, exc)
+        self.end(request, "dropped")
 
     def _closed_held(self, request: _ReqT, reason: str, door: _Door[_ReqT]) -> None:
         """Closed while held on the loop (by a stage's timeout, its client leaving, or by hand)."""
@@ -297,9 +319,8 @@ class Pipeline(Generic[_ReqT]):
 
     def run(self, request: _ReqT, /) -> None:
         """Run the stages and the handler on *request*; end it."""
-        children = self.children
-        if children is not None and children.in_child:
-            children.report_start(request)
+        if self._in_child:
+            cast("Children[_ReqT]", self.children).report_start(request)
         handled = request
         for name, apply in self._stages:
             try:
@@ -309,7 +330,7 @@ class Pipeline(Generic[_ReqT]):
                     self._emit(StageFailed(request.client_address, name, exc))
                 self.end(request, name, handled, stage=name)
                 return
-        if self._routine and (children is None or not children.in_child):
+        if self._routine and not self._in_child:
             self._emit(HandlerStarted(request.client_address))
         failure: BaseException | None = None
         started = monotonic()
@@ -331,7 +352,8 @@ class Pipeline(Generic[_ReqT]):
         handled: _ReqT | None = None,
         seconds: float | None = None,
         failure: BaseException | None = None,
-        *,
+        # (Positional, not keyword-only: keyword-only defaults cost a dict
+        # lookup each per call, and this runs once per request.)
         stage: str | None = None,
         traffic: tuple[int | None, int | None] | None = None,
         released: bool = False,
@@ -347,50 +369,50 @@ class Pipeline(Generic[_ReqT]):
         was admitted (reported as :class:`Rejected`, never live); *door* the
         listener it came through, when it is not live (held before admission).
         """
-        books = self.books
-        key = id(request)
-        if self._closing:
-            reason = self._closing.pop(key, reason)
         if handled is None:
             handled = request
-        entry = books.live.get(key)
-        if not released:
-            if door is None:
-                door = self._taking if entry is None else entry[2]
-            if reason == "aborted":
+        closing = self._closing
+        if closing and id(request) in closing:
+            reason = closing.pop(id(request))
+            if reason == "aborted" and not released:
                 socket_of(handled).close()  # SO_LINGER 0: a reset, and no FIN before it
+        if not released:
             try:
-                door.release(handled)
+                (door or self._door or self._door_of(request)).release(handled)
             except Exception as exc:
                 self._report(handled, exc)
-        children = self.children
-        if traffic is None and (self._routine or children is not None):
-            traffic = _traffic(handled)
-        if children is not None and children.in_child:  # a child keeps no books: it reports
-            children.report_end(request, seconds, failure, stage, traffic or _NO_TRAFFIC)
+        if self._in_child:  # a child keeps no books: it reports to the parent
+            cast("Children[_ReqT]", self.children).report_end(
+                request, seconds, failure, stage, traffic or _traffic(handled)
+            )
             return
+        books = self.books
         if rejected:
             books.rejected[reason] = books.rejected.get(reason, 0) + 1
             self._emit(Rejected(request.client_address, reason))
             return
-        if entry is None and self._track:  # held before admission: never taken, nothing to book
+        if self._admit_at and id(request) not in books.live:  # held before admission: never taken
             return
-        books.ended(request, seconds, failure, stage)
-        if self.limits is not None:
-            self.limits.ended()
+        entry = books.ended(request, seconds, failure, stage)
+        if self._room_back is not None:
+            self._room_back()
         if self._routine:
             peer = request.client_address
             if seconds is not None:
                 self._emit(HandlerFinished(peer, seconds, failure))
             if entry is not None:
-                bytes_in, bytes_out = traffic or _NO_TRAFFIC
+                bytes_in, bytes_out = traffic or _traffic(handled)
                 self._emit(ConnectionClosed(peer, time.monotonic() - entry[1], reason, bytes_in, bytes_out))
+
+    def _door_of(self, request: _ReqT) -> _Door[_ReqT]:
+        """The listener *request* came through (with several listeners)."""
+        entry = self.books.live.get(id(request))
+        return self._taking if entry is None else entry[2]
 
     def discard(self, request: _ReqT, /) -> None:
         """In the parent: a child process runs *request*; drop this process's copy, follow the child."""
         entry = self.books.live.get(id(request))
-        door = self._taking if entry is None else entry[2]
-        door.discard(request)
+        (self._taking if entry is None else entry[2]).discard(request)
         children = self.children
         if children is None:  # workers that said they run in threads, yet handed it to a child
             self.end(request, "dropped", released=True)
@@ -405,6 +427,7 @@ class Pipeline(Generic[_ReqT]):
     def close_inherited(self) -> None:
         if self.children is not None:
             self.children.become_child()
+            self._in_child = True
         # A Python handler the parent set (run()'s) would keep SIGTERM from ending the child.
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
         # Only stream listeners: a datagram's replies go out on the listener.
