@@ -530,7 +530,7 @@ class Bound(Generic[_ReqT, _AddrT]):
         on the serving thread: its datagrams are not listed (nor counted in
         ``stats().connections_active``) unless ``on_event`` is given.
         """
-        return cast("list[Connection[_AddrT]]", _handle(self).runtime.pipeline.connections())
+        return cast("list[Connection[_AddrT]]", _handle(self).runtime.pipeline.clients.connections())
 
     def stats(self) -> Stats:
         """A snapshot of the server's counters (:class:`~servekit.events.Stats`; ``.prometheus()`` renders it)."""
@@ -548,7 +548,7 @@ class Bound(Generic[_ReqT, _AddrT]):
         the connections closed (a snapshot, as :meth:`connections` gives).
         To close one: ``bound.close_clients(lambda c: c.peer == peer)``.
         """
-        chosen = _handle(self).runtime.pipeline.close_clients(cast("Callable[[Connection[object]], bool]", where), abort=False)
+        chosen = _handle(self).runtime.pipeline.clients.close(cast("Callable[[Connection[object]], bool]", where), abort=False)
         return cast("list[Connection[_AddrT]]", chosen)
 
     def abort_clients(self, where: Callable[[Connection[_AddrT]], bool] | None = None) -> list[Connection[_AddrT]]:
@@ -559,7 +559,7 @@ class Bound(Generic[_ReqT, _AddrT]):
         the client gets a reset, and no FIN before it.  Reported closed with
         reason ``"aborted"``.
         """
-        chosen = _handle(self).runtime.pipeline.close_clients(cast("Callable[[Connection[object]], bool]", where), abort=True)
+        chosen = _handle(self).runtime.pipeline.clients.close(cast("Callable[[Connection[object]], bool]", where), abort=True)
         return cast("list[Connection[_AddrT]]", chosen)
 
     def close(self) -> None:

@@ -1,7 +1,9 @@
-"""Admission limits on the route: how many requests a server holds at most, in all and per peer.
+"""Admission on the route: ``verify``, and how many requests a server holds at most, in all and per peer.
 
-:class:`Limits` judges each request the route has taken (:meth:`~Limits.admit`)
-and tells the loop when the server is full (:meth:`~Limits.full`): with no
+:func:`judge` says whether a request the route has taken is admitted, and
+if not, why; :class:`Limits` counts what the limits need
+(:meth:`~Limits.admit`) and tells the loop when the server is full
+(:meth:`~Limits.full`): with no
 ``busy`` callback, a server holding ``max_connections`` stops taking
 requests until one ends, and the loop waits on an fd that the end of a
 request makes readable.  Per-peer counts are kept with the books' lock (a
@@ -19,10 +21,43 @@ from .books import Books
 from .pool import _Signal
 from .wiring import Admission
 
-__all__ = ("Limits",)
+__all__ = ("Limits", "judge")
 
 _ReqT = TypeVar("_ReqT", bound=Request[object])
 _WhereT = TypeVar("_WhereT")
+
+
+def judge(
+    request: _ReqT,
+    verify: Callable[[object], bool] | None,
+    limits: Limits[_ReqT, _WhereT] | None,
+    report: Callable[[_ReqT, Exception], None],
+) -> str | None:
+    """``None`` if *request* is admitted; else why not (``"verify"``, ``"per_peer"``, ``"max_connections"``).
+
+    A ``verify`` that raises refuses (its exception is *report*-ed).  A
+    request over a limit is first shown to the limits' ``busy`` callback, if
+    there is one, to tell its client.
+    """
+    if verify is not None:
+        try:
+            if not verify(request.client_address):
+                return "verify"
+        except Exception as exc:
+            report(request, exc)
+            return "verify"
+    if limits is None:
+        return None
+    reason = limits.admit(request)
+    busy = limits.busy
+    if reason is not None and busy is not None:
+        sock = getattr(request, "socket", None)
+        if isinstance(sock, socket.socket):
+            try:
+                busy(sock, request.client_address)
+            except Exception as exc:
+                report(request, exc)
+    return reason
 
 
 def _peer_key(peer: object) -> object:
@@ -100,6 +135,20 @@ class Limits(Generic[_ReqT, _WhereT]):
             self._paused = False
             return None
         return room.fds
+
+    def room(self, workers: Callable[[], Sequence[int] | None] | None) -> Callable[[], Sequence[int] | None] | None:
+        """The loop's capacity check: this limit's (if it pauses), then the *workers*' (``None``: none)."""
+        if not self.pauses:
+            return workers
+        full = self.full
+        if workers is None:
+            return full
+
+        def room() -> Sequence[int] | None:
+            waiting_for = full()
+            return workers() if waiting_for is None else waiting_for
+
+        return room
 
     def ended(self) -> None:
         """A request ended: wake a paused intake (any thread)."""

@@ -1,16 +1,20 @@
 """A composed server's books: the requests it holds, and the counters behind ``stats()``.
 
-The route (:mod:`.pipeline`) writes them at two points: when a request is
+The route (:mod:`.pipeline`) writes them at two points, in its own code
+(each is once per request, where a call more would show): when a request is
 taken (on the loop's thread: :attr:`Books.live`, :attr:`Books.taken`) and when
-it ends (:meth:`Books.ended`, on whatever thread ended it).  ``stats()``,
-``connections()`` and a drain read them from any thread.
+it ends (its ``end()``, on whatever thread ended it: the handler's time and
+errors, the failed stages, the unhandled, the per-peer count, then the live
+entry, last).  ``stats()``, ``connections()`` and a drain read them from any
+thread.
 
 The counters of the loop's thread need no lock.  Those a request's end
 writes are kept under :attr:`Books.lock` -- taken once per end -- unless
 every request ends on the loop's thread (inline workers declare it), when
 :attr:`Books.shared` is ``None`` and no lock is taken at all.  The closed and
 handled totals are derived (taken - live, closed - unhandled), so an end
-writes as little as it can.
+writes as little as it can; the live entry goes last, so that a request is
+never counted closed before its counts are in.
 """
 
 from __future__ import annotations
@@ -36,13 +40,13 @@ class Books(Generic[_ReqT, _WhereT]):
     __slots__ = (
         "_closed_seen",
         "_handled_seen",
-        "_idle",
         "accept_errors",
         "cut_total",
         "draining",
         "gated_out",
         "handler_errors",
         "handler_seconds",
+        "idle",
         "live",
         "lock",
         "peer_left",
@@ -79,39 +83,9 @@ class Books(Generic[_ReqT, _WhereT]):
         self.cut_total = 0
         # High-water marks of the derived totals, so that stats() never goes back.
         self._closed_seen = self._handled_seen = 0
-        # While draining: set when no request is left.
+        #: While draining: set when no request is left (by the end of the last one).
         self.draining = False
-        self._idle = threading.Event()
-
-    def ended(
-        self, request: _ReqT, seconds: float | None, failure: BaseException | None, stage: str | None
-    ) -> tuple[_ReqT, float, _WhereT] | None:
-        """Count the end of *request*: its handler's run (*seconds*, *failure*) or the *stage* that failed.
-
-        Returns its live entry (``None``: it was not kept live).
-        """
-        lock = self.shared
-        if lock is not None:
-            lock.acquire()
-        if seconds is None:
-            self.unhandled += 1
-            if stage is not None:
-                self.stage_errors[stage] = self.stage_errors.get(stage, 0) + 1
-        else:
-            self.handler_seconds += seconds
-            if failure is not None:
-                self.handler_errors += 1
-        key = id(request)
-        left = self.peer_left
-        if left is not None and key in self.live:  # (only an admitted request counted for its peer)
-            left(request)
-        if lock is not None:
-            lock.release()
-        # Counted closed from here on (see stats()): after the counts above.
-        entry = self.live.pop(key, None)
-        if self.draining and not self.live:
-            self._idle.set()
-        return entry
+        self.idle = threading.Event()
 
     # -- draining -----------------------------------------------------------------
 
@@ -120,12 +94,12 @@ class Books(Generic[_ReqT, _WhereT]):
         # No lock: wait_idle looks at the live set again after every wake-up.
         self.draining = True
         if not self.live:
-            self._idle.set()
+            self.idle.set()
 
     def wait_idle(self, timeout: float) -> bool:
         """Wait up to *timeout* seconds until no request is left; whether none is."""
         deadline = time.monotonic() + timeout
-        idle = self._idle
+        idle = self.idle
         while self.live:
             left = deadline - time.monotonic()
             if left <= 0:

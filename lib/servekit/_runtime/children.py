@@ -25,9 +25,8 @@ import signal
 import struct
 import threading
 import time
-from collections.abc import Callable
 from functools import partial
-from typing import Final, Generic, TypeVar, final
+from typing import Final, Generic, Protocol, TypeVar, final
 
 from ..abc import Request
 from ..events import ChildFailed
@@ -36,6 +35,7 @@ from .loop import Loop
 __all__ = ("Children",)
 
 _ReqT = TypeVar("_ReqT", bound=Request[object])
+_ReqT_contra = TypeVar("_ReqT_contra", contravariant=True)
 
 #: One record: kind (S: started, E: ended), the request's key, the child's
 #: pid, the handler's seconds, whether it failed, bytes in and out (-1: not
@@ -48,8 +48,21 @@ _ENDED: Final = b"E"
 #: How often terminate() looks at a child it has no pidfd for, in seconds.
 _CHECK_INTERVAL: Final = 0.01
 
-Ended = Callable[[_ReqT, float | None, BaseException | None, str | None, tuple[int | None, int | None]], None]
-"""What the route does with a child's end: (request, seconds, failure, failed stage, bytes in and out)."""
+class Ended(Protocol[_ReqT_contra]):
+    """**Protocol:** the route's ``end``, as a child's request ends: released already (by the child)."""
+
+    def __call__(
+        self,
+        request: _ReqT_contra,
+        reason: str,
+        handled: None,
+        seconds: float | None,
+        failure: BaseException | None,
+        stage: str | None,
+        traffic: tuple[int | None, int | None],
+        released: bool,
+        /,
+    ) -> None: ...
 
 
 def _text(raw: bytes) -> str:
@@ -197,7 +210,7 @@ class Children(Generic[_ReqT]):
         request, since = entry
         if seconds is None and stage is None:  # no report: its time with the child is what is known
             seconds = time.monotonic() - since
-        self._ended(request, seconds, failure, stage, traffic)
+        self._ended(request, "finished" if stage is None else stage, None, seconds, failure, stage, traffic, True)
 
     def exited(self, pid: int, status: int) -> None:
         """The dispatcher reaped child *pid* with *status* (any thread that reaps)."""

@@ -60,36 +60,67 @@ class _Parked(Generic[_ReqT, _WhereT]):
 class Parking(Generic[_ReqT, _WhereT]):
     """The connections held on the loop: at a loop-side stage, or waiting for room in the workers.
 
-    *passed* is called with a request, the index of the next stage and what
-    :meth:`park` was given as *where* (the listener it came through) when it
-    has passed a stage; *closed* with a request, the reason (the stage's
-    name, or the reason :meth:`close` was given) and *where* when it is
-    closed here.
+    The route hands a new connection to :meth:`screen` (when there are
+    stages before admission) or, once admitted, to :meth:`hold`.  Past the
+    stages before admission it calls *admit*; past the last stage,
+    *dispatch* -- at once if the workers have room, else in turn, from the
+    capacity check (:meth:`room`).  *closed* is called with a request, the
+    reason (the stage's name, or the one :meth:`close` was given) and its
+    *where* (the listener it came through) when it is closed here.
     """
 
-    __slots__ = ("_closed", "_loop", "_parked", "_passed", "_ready", "_stages", "_tcp")
+    __slots__ = ("_admit", "_admit_at", "_closed", "_dispatch", "_loop", "_parked", "_ready", "_room", "_stages", "_tcp")
 
     def __init__(
         self,
         loop: Loop,
         stages: Sequence[LoopStage],
         tcp: bool,
-        passed: Callable[[_ReqT, int, _WhereT], None],
+        admit: Callable[[_ReqT, _WhereT], None],
+        dispatch: Callable[[_ReqT], None],
         closed: Callable[[_ReqT, str, _WhereT], None],
     ) -> None:
         self._loop = loop
         self._stages = tuple(stages)
+        self._admit_at = sum(1 for stage in self._stages if stage.before_admission)
         # Only TCP sockets honour SO_RCVLOWAT in poll(): elsewhere a stage
         # lets a connection through at its first byte.
         self._tcp = tcp
-        self._passed = passed
+        self._admit = admit
+        self._dispatch = dispatch
         self._closed = closed
+        # The loop's capacity check, once the route has one (None: always room).
+        self._room: Callable[[], Sequence[int] | None] | None = None
         # fd -> the connection held there by a stage.
         self._parked: dict[int, _Parked[_ReqT, _WhereT]] = {}
         # Connections that passed every stage and wait for room, oldest first.
         self._ready: collections.deque[tuple[_ReqT, _WhereT]] = collections.deque()
 
     # -- held by a stage ---------------------------------------------------------------
+
+    @property
+    def screens(self) -> bool:
+        """Whether there are stages before admission."""
+        return self._admit_at > 0
+
+    def screen(self, request: _ReqT, where: _WhereT) -> None:
+        """Hold a new connection at the first stage before admission."""
+        self.park(request, 0, where)
+
+    def hold(self, request: _ReqT, where: _WhereT) -> None:
+        """Hold an admitted connection at the stages after admission."""
+        self._passed(request, self._admit_at, where, admitted=True)
+
+    def _passed(self, request: _ReqT, index: int, where: _WhereT, admitted: bool = False) -> None:
+        """*request* passed the stages before *index*: on to the next one, admission, or the workers."""
+        if index == self._admit_at and not admitted:
+            self._admit(request, where)
+        elif index < len(self._stages):
+            self.park(request, index, where)
+        elif self._ready or (self._room is not None and self._room() is not None):
+            self._ready.append((request, where))  # dispatched in turn, by the capacity check
+        else:
+            self._dispatch(request)
 
     def park(self, request: _ReqT, index: int, where: _WhereT) -> None:
         """Hold *request* at stage *index* until its bytes are there."""
@@ -145,24 +176,21 @@ class Parking(Generic[_ReqT, _WhereT]):
 
     # -- waiting for room ----------------------------------------------------------------
 
-    def wait_for_room(self, request: _ReqT, where: _WhereT) -> None:
-        """Hold *request*, which passed every stage, until :meth:`flush` finds room for it."""
-        self._ready.append((request, where))
-
-    def flush(self, dispatch: Callable[[_ReqT], None], room: Callable[[], Sequence[int] | None]) -> Sequence[int] | None:
-        """Dispatch the waiting connections while *room* says there is some; what *room* said last."""
+    def room(self, room: Callable[[], Sequence[int] | None]) -> Callable[[], Sequence[int] | None]:
+        """The loop's capacity check: what waits here is dispatched first, while *room* says there is some."""
+        self._room = room
         ready = self._ready
-        while ready:
-            waiting_for = room()
-            if waiting_for is not None:
-                return waiting_for
-            dispatch(ready.popleft()[0])
-        return None
+        dispatch = self._dispatch
 
-    @property
-    def waiting(self) -> bool:
-        """Whether connections wait for room."""
-        return bool(self._ready)
+        def room_after_waiting() -> Sequence[int] | None:
+            while ready:
+                waiting_for = room()
+                if waiting_for is not None:
+                    return waiting_for
+                dispatch(ready.popleft()[0])
+            return room()
+
+        return room_after_waiting
 
     # -- what is held, and letting go of it ------------------------------------------------
 

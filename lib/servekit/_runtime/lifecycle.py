@@ -130,7 +130,7 @@ class Runtime(Generic[_ReqT, _AddrT]):
         books = pipeline.books
 
         def through() -> int:
-            return books.taken + sum(books.rejected.values()) - len(pipeline.held())
+            return books.taken + sum(books.rejected.values()) - len(pipeline.clients.held())
 
         before = through()
         return lambda: through() > before
@@ -225,7 +225,7 @@ class Runtime(Generic[_ReqT, _AddrT]):
         done = threading.Event()
 
         def cut_all() -> None:
-            left, ended = pipeline.cut()
+            left, ended = pipeline.clients.cut()
             cut.extend(left)
             finished.append(ended)
             done.set()

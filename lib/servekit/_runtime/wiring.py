@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import socket
 from collections.abc import Callable
-from typing import Generic, NamedTuple, Protocol, TypeVar
+from typing import Generic, NamedTuple, Protocol, TypeVar, final
 
 from .._types import _AddrT_co
 from ..abc import Acceptor, Gate, Listener, Request
 from ..events import Event
 
-__all__ = ("Admission", "Intake", "LoopStage", "Stage", "Wiring")
+__all__ = ("Admission", "Door", "Intake", "LoopStage", "Stage", "Wiring")
 
 _ReqT = TypeVar("_ReqT", bound=Request[object])
 
@@ -100,3 +100,17 @@ class Wiring(NamedTuple, Generic[_ReqT]):
     admission: Admission | None
     timeout: float | None
     service_actions: Callable[[], object] | None
+
+
+@final
+class Door(Generic[_ReqT]):
+    """One listener as the route uses it: its socket, its name, its acceptor's calls (made from an :class:`Intake`)."""
+
+    __slots__ = ("accept", "discard", "name", "release", "sock")
+
+    def __init__(self, intake: Intake[_ReqT, object]) -> None:
+        self.sock = intake.listener.socket
+        self.name = intake.listener.name
+        self.accept = intake.acceptor.accept
+        self.release = intake.acceptor.release
+        self.discard = intake.acceptor.discard
