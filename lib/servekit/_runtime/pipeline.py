@@ -158,11 +158,12 @@ class Pipeline(Generic[_ReqT]):
                     self.books.taken += 1
         elif self.parking is not None and self.parking.screens:
             self.parking.screen(request, door)
-        else:
-            self._admit(request, door)
+        elif self._verify is None and self.limits is None or self._admitted(request):
+            self._accept(request, door)
         return True
 
     def _admit(self, request: _ReqT, door: Door[_ReqT]) -> None:
+        """Past the loop-side stages before admission: admit *request*."""
         if self._verify is None and self.limits is None or self._admitted(request):
             self._accept(request, door)
 
