@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-__all__ = ("BindError", "ServerClosedError")
+from typing import Literal
+
+__all__ = ("BindError", "DeadlineExceeded", "ServerClosedError")
 
 
 class BindError(OSError):
@@ -36,3 +38,37 @@ def bind_error(original: OSError, message: str) -> BindError:
 
 class ServerClosedError(RuntimeError):
     """The bound server was closed; it can no longer serve requests."""
+
+
+#: The four deadlines of a stream connection.
+_DeadlineName = Literal["first_byte", "idle", "request", "lifetime"]
+
+_WHAT = {
+    "first_byte": "no first byte within {} s",
+    "idle": "a single read or write waited {} s",
+    "request": "no complete request within {} s",
+    "lifetime": "the connection lasted {} s",
+}
+
+
+class DeadlineExceeded(TimeoutError):
+    """A deadline of a stream connection passed; the connection is no longer usable.
+
+    :class:`~servekit.deadlines.Deadlines` describes the deadlines.
+
+    Attributes:
+        which: the deadline that passed: ``"first_byte"``, ``"idle"``,
+            ``"request"`` or ``"lifetime"``.
+        seconds: its limit, in seconds.
+    """
+
+    which: _DeadlineName
+    seconds: float
+
+    def __init__(self, which: _DeadlineName, seconds: float) -> None:
+        super().__init__(f"{_WHAT[which].format(float(seconds))} ({which} deadline)")
+        self.which = which
+        self.seconds = seconds
+
+    def __reduce__(self) -> tuple[type[DeadlineExceeded], tuple[_DeadlineName, float]]:
+        return (type(self), (self.which, self.seconds))
