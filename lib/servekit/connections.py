@@ -16,7 +16,7 @@ import socket
 from typing import TYPE_CHECKING, Generic, cast, final
 
 from ._deadline_io import _ConnectionReader, _DeadlineSender, _stop_kernel_wait
-from ._types import _AddrT_co
+from ._types import _AddrT, _AddrT_co
 from .errors import DeadlineExceeded
 
 if TYPE_CHECKING:
@@ -26,6 +26,8 @@ if TYPE_CHECKING:
     from ._types import Address
 
 __all__ = ("Datagram", "DeadlineExceeded", "SocketWriter", "StreamConnection")
+
+_new = object.__new__
 
 
 @final
@@ -87,20 +89,25 @@ class StreamConnection(Generic[_AddrT_co]):
     uses the socket directly is bounded too (by a plain ``TimeoutError``).
     *prefix* holds bytes already read off the socket (by the server, before
     the handler ran): ``rfile`` returns them first, as they are.
+    *server_address* is the address of the listening socket the connection
+    came in on (see :attr:`server_address`).
     """
 
-    __slots__ = ("_address", "_clock", "_rfile", "_socket", "_wfile")
+    __slots__ = ("_address", "_clock", "_rfile", "_server_address", "_socket", "_wfile")
 
     def __init__(
         self,
         sock: socket.socket,
         client_address: _AddrT_co,
         *,
+        server_address: _AddrT_co | None = None,
         deadlines: _DeadlineClock | None = None,
         prefix: bytes = b"",
     ) -> None:
+        # (An acceptor makes a plain connection with _accepted(): keep it in step.)
         self._socket = sock
         self._address = client_address
+        self._server_address = server_address
         self._clock = deadlines
         if deadlines is None and not prefix:  # the hot path: nothing more
             self._rfile: io.BufferedReader | None = None
@@ -130,6 +137,18 @@ class StreamConnection(Generic[_AddrT_co]):
     def client_address(self) -> _AddrT_co:
         """The peer's address: ``(host, port)`` over IP, ``""`` from an unnamed Unix socket."""
         return self._address
+
+    @property
+    def server_address(self) -> _AddrT_co | None:
+        """The address of the listening socket the connection came in on; ``None`` if made without one.
+
+        It is the address as the listener reports it, one of the bound
+        server's addresses (``("127.0.0.1", 8000)``, ``("::", 8000)``, a
+        socket path), so a handler serving several listeners can tell them
+        apart.  A connection made by hand (over a ``socket.socketpair()``,
+        as :func:`servekit.testing.driving` does) has none.
+        """
+        return self._server_address
 
     @property
     def rfile(self) -> io.BufferedReader:
@@ -179,6 +198,25 @@ class StreamConnection(Generic[_AddrT_co]):
         return f"<StreamConnection from {self._address!r} fd={self._socket.fileno()}>"
 
 
+def _accepted(sock: socket.socket, client_address: _AddrT, server_address: _AddrT) -> StreamConnection[_AddrT]:
+    """``StreamConnection(sock, client_address, server_address=server_address)``, as an acceptor makes it.
+
+    The same object, made without calling the class: on Python 3.11 and
+    3.12 a class called with a keyword argument costs some 1,000
+    instructions more, and even an unused keyword-only default some 200
+    (an inline UDP request costs about 23,000 in all).  Keep it in step with
+    ``__init__`` (a test compares the two).
+    """
+    conn: StreamConnection[_AddrT] = _new(StreamConnection)
+    conn._socket = sock
+    conn._address = client_address
+    conn._server_address = server_address
+    conn._clock = None
+    conn._rfile = None
+    conn._wfile = None
+    return conn
+
+
 def _traffic(request: object) -> tuple[int | None, int | None]:
     """Bytes in and out of *request* where they were counted (a connection with deadlines), else ``None``."""
     # (This module's own class: its clock is not private to this function.)
@@ -193,14 +231,20 @@ class Datagram(Generic[_AddrT_co]):
     """One received datagram (UDP or Unix datagram), from a peer at an address of type *A*.
 
     Nothing is sent back unless the handler calls :meth:`reply`.
+    *server_address* is the address of the socket it arrived on (see
+    :attr:`server_address`).
     """
 
-    __slots__ = ("_address", "_data", "_socket")
+    __slots__ = ("_address", "_data", "_server_address", "_socket")
 
-    def __init__(self, data: bytes, sock: socket.socket, client_address: _AddrT_co) -> None:
+    def __init__(
+        self, data: bytes, sock: socket.socket, client_address: _AddrT_co, *, server_address: _AddrT_co | None = None
+    ) -> None:
+        # (An acceptor makes a datagram with _received(): keep it in step.)
         self._data = data
         self._socket = sock
         self._address = client_address
+        self._server_address = server_address
 
     @property
     def data(self) -> bytes:
@@ -216,6 +260,15 @@ class Datagram(Generic[_AddrT_co]):
     def client_address(self) -> _AddrT_co:
         """The sender's address: ``(host, port)`` over IP, ``""`` from an unnamed Unix socket."""
         return self._address
+
+    @property
+    def server_address(self) -> _AddrT_co | None:
+        """The address of the server socket the datagram arrived on; ``None`` if made without one.
+
+        As for :attr:`StreamConnection.server_address`: one of the bound
+        server's addresses, as the listener reports it.
+        """
+        return self._server_address
 
     def reply(self, data: Buffer) -> None:
         """Send *data* to the sender in one datagram.
@@ -240,3 +293,13 @@ class Datagram(Generic[_AddrT_co]):
 
     def __repr__(self) -> str:
         return f"<Datagram of {len(self._data)} bytes from {self._address!r}>"
+
+
+def _received(data: bytes, sock: socket.socket, client_address: _AddrT, server_address: _AddrT) -> Datagram[_AddrT]:
+    """``Datagram(data, sock, client_address, server_address=server_address)``, made as :func:`_accepted` is."""
+    datagram: Datagram[_AddrT] = _new(Datagram)
+    datagram._data = data
+    datagram._socket = sock
+    datagram._address = client_address
+    datagram._server_address = server_address
+    return datagram
