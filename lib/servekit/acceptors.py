@@ -6,14 +6,14 @@ import logging
 import socket
 import sys
 import time
-from typing import Final, Generic, final
+from typing import Final, Generic, cast, final
 
 import attrs
 
 from ._types import _AddrT
 from ._validate import int_in_range
 from .abc import Acceptor
-from .connections import Datagram, StreamConnection
+from .connections import Datagram, StreamConnection, _accepted, _received
 
 __all__ = ("Acceptor", "DatagramAcceptor", "StreamAcceptor")
 
@@ -49,16 +49,40 @@ def peer_address(address: object) -> object:
     return address
 
 
+class _ListenerAddress(Generic[_AddrT]):
+    """The address of an acceptor's listening socket, learnt on its first accept (one per listener).
+
+    Read per request as ``holder.address or holder.learn(listener)``, and
+    given to the request as its ``server_address``.  (No bound socket has an
+    empty address, which would only be asked again.)
+    """
+
+    __slots__ = ("address",)
+
+    def __init__(self) -> None:
+        self.address: _AddrT | None = None
+
+    def learn(self, listener: socket.socket) -> _AddrT:
+        """Ask *listener* its address (as a transport reports the address it bound), and keep it."""
+        address = self.address = cast("_AddrT", peer_address(listener.getsockname()))
+        return address
+
+
 @final
 @attrs.frozen
 class StreamAcceptor(Generic[_AddrT]):
     """``accept()`` a connection; release it with a FIN and a close.
 
     With *convert_address* (IPv6 listeners) the peer's address is reported as
-    :func:`peer_address` says.
+    :func:`peer_address` says.  Each connection's
+    :attr:`~servekit.StreamConnection.server_address` is the listener's
+    address, which the acceptor asks the listener once, on its first accept:
+    an acceptor serves one listening socket (a server asks the transport for
+    an acceptor per listener).
     """
 
     convert_address: bool = False
+    _where: _ListenerAddress[_AddrT] = attrs.field(factory=_ListenerAddress, init=False, eq=False, repr=False)
 
     def accept(self, listener: socket.socket, /) -> StreamConnection[_AddrT]:
         sock, address = listener.accept()
@@ -66,7 +90,7 @@ class StreamAcceptor(Generic[_AddrT]):
             sock.setblocking(True)
         if self.convert_address:
             address = peer_address(address)
-        return StreamConnection(sock, address)
+        return _accepted(sock, address, self._where.address or self._where.learn(listener))
 
     def release(self, request: StreamConnection[_AddrT], /) -> None:
         request.close()
@@ -95,11 +119,15 @@ class DatagramAcceptor(Generic[_AddrT]):
     then at most one every :data:`DROP_REPORT_INTERVAL` seconds, counting the
     drops in between).  With *convert_address* (IPv6 and Unix datagram
     sockets) the sender's address is reported as :func:`peer_address` says.
+    Each datagram's :attr:`~servekit.Datagram.server_address` is the
+    socket's address, as for :class:`StreamAcceptor` (one acceptor per
+    socket).
     """
 
     max_packet_size: int = attrs.field(default=MAX_PACKET_SIZE, validator=check_max_packet_size)
     convert_address: bool = False
     _report: _DropReport = attrs.field(factory=_DropReport, init=False, eq=False, repr=False)
+    _where: _ListenerAddress[_AddrT] = attrs.field(factory=_ListenerAddress, init=False, eq=False, repr=False)
 
     def accept(self, listener: socket.socket, /) -> Datagram[_AddrT]:
         limit = self.max_packet_size
@@ -111,7 +139,7 @@ class DatagramAcceptor(Generic[_AddrT]):
         if len(data) > limit:
             self._dropped(listener, address)
             raise BlockingIOError("an over-long datagram was dropped: no request after all")
-        return Datagram(data, listener, address)
+        return _received(data, listener, address, self._where.address or self._where.learn(listener))
 
     def _dropped(self, listener: socket.socket, address: object) -> None:
         report = self._report

@@ -4,7 +4,7 @@
 makes the private clock of one connection, which
 :class:`~servekit.connections.StreamConnection` takes as ``deadlines=`` and
 which bounds each read of its ``rfile`` and write of its ``wfile``.  A
-deadline that passes raises :exc:`~servekit.connections.DeadlineExceeded`
+deadline that passes raises :exc:`~servekit.errors.DeadlineExceeded`
 (a ``TimeoutError``) naming it, and the connection is no longer usable.
 """
 
@@ -14,8 +14,9 @@ from typing import final
 
 import attrs
 
+from ._deadline_io import _DeadlineClock
 from ._validate import seconds
-from .connections import DeadlineExceeded, _DeadlineClock
+from .errors import DeadlineExceeded
 
 __all__ = ("DeadlineExceeded", "Deadlines")
 

@@ -5,14 +5,20 @@ from __future__ import annotations
 import errno
 import logging
 import os
+import pickle
 import socket
+import subprocess
+import sys
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from servekit import (
     BindError,
+    DeadlineExceeded,
+    Deadlines,
     Dispatcher,
     ServerClosedError,
     StreamConnection,
@@ -25,7 +31,7 @@ from servekit import (
     unix_datagram,
     unix_stream,
 )
-from servekit.testing import serving, stream_exchange
+from servekit.testing import driving, serving, stream_exchange
 
 TIMEOUT = 10.0
 
@@ -201,3 +207,136 @@ def test_bind_error_keeps_the_original_oserror_subclass(short_tmp: Path) -> None
     assert isinstance(info.value, BindError)
     assert info.value.errno == errno.ENOENT
     assert str(info.value) == f"[Errno {errno.ENOENT}] cannot bind Unix stream {path}: No such file or directory"
+
+
+def _bind_failure(bind: Callable[[], object]) -> BindError:
+    """The BindError that *bind* raises."""
+    with pytest.raises(BindError) as info:
+        bind()
+    return info.value
+
+
+def _address_in_use(tmp: Path) -> BindError:
+    with server(tcp("127.0.0.1", 0), print).bind() as first:
+        return _bind_failure(server(tcp("127.0.0.1", first.port), print).bind)
+
+
+def _missing_directory(tmp: Path) -> BindError:
+    return _bind_failure(server(unix_stream(tmp / "missing" / "sock"), print).bind)
+
+
+def _not_a_directory(tmp: Path) -> BindError:
+    (tmp / "file").write_text("")
+    return _bind_failure(server(unix_stream(tmp / "file" / "sock"), print).bind)
+
+
+def _privileged_port(tmp: Path) -> BindError:
+    return _bind_failure(server(tcp("127.0.0.1", 1), print).bind)
+
+
+def _privileged_ports_refused() -> bool:
+    """Whether binding port 1 fails with EACCES here: not for root, nor where the sysctl opens every port."""
+    try:
+        first_free = int(Path("/proc/sys/net/ipv4/ip_unprivileged_port_start").read_text())
+    except (OSError, ValueError):
+        first_free = 1024
+    return os.geteuid() != 0 and first_free > 1
+
+
+class TestBindErrorsPickle:
+    """A bind error survives pickle (a supervisor passes it between processes) as the same kinds of error."""
+
+    @pytest.mark.parametrize(
+        ("fail", "kind", "code"),
+        [
+            (_address_in_use, OSError, errno.EADDRINUSE),
+            (_missing_directory, FileNotFoundError, errno.ENOENT),
+            (_not_a_directory, NotADirectoryError, errno.ENOTDIR),
+            pytest.param(
+                _privileged_port,
+                PermissionError,
+                errno.EACCES,
+                marks=pytest.mark.skipif(
+                    not _privileged_ports_refused(), reason="this user may bind port 1: no EACCES to pickle"
+                ),
+            ),
+        ],
+        ids=["address-in-use", "missing-directory", "not-a-directory", "permission"],
+    )
+    def test_round_trip_keeps_class_errno_and_message(
+        self, short_tmp: Path, fail: Callable[[Path], BindError], kind: type[OSError], code: int
+    ) -> None:
+        error = fail(short_tmp)
+        assert isinstance(error, kind) and error.errno == code
+        for protocol in range(pickle.HIGHEST_PROTOCOL + 1):
+            copy = pickle.loads(pickle.dumps(error, protocol))
+            assert isinstance(copy, BindError), protocol
+            assert isinstance(copy, kind), protocol
+            assert type(copy) is type(error), protocol
+            assert (copy.errno, copy.strerror, copy.filename, str(copy)) == (
+                error.errno,
+                error.strerror,
+                None,
+                str(error),
+            )
+
+    def test_filename_and_notes_survive(self, short_tmp: Path) -> None:
+        """A file name and notes added to a bind error are pickled with it."""
+        error = _missing_directory(short_tmp)
+        error.filename = str(short_tmp / "missing")
+        error.add_note("while starting worker 3")
+        for protocol in range(pickle.HIGHEST_PROTOCOL + 1):
+            copy = pickle.loads(pickle.dumps(error, protocol))
+            assert isinstance(copy, FileNotFoundError) and isinstance(copy, BindError)
+            assert copy.filename == error.filename
+            assert str(copy) == str(error) == (
+                f"[Errno {errno.ENOENT}] cannot bind Unix stream {short_tmp / 'missing' / 'sock'}: "
+                f"No such file or directory: {str(short_tmp / 'missing')!r}"
+            )
+            assert copy.__notes__ == ["while starting worker 3"]
+
+    def test_loads_in_a_fresh_interpreter(self, short_tmp: Path) -> None:
+        """Another process, which never made that kind of bind error, loads it as both kinds."""
+        error = _missing_directory(short_tmp)
+        code = (
+            "import pickle, sys\n"
+            "from servekit import BindError\n"
+            "e = pickle.loads(sys.stdin.buffer.read())\n"
+            "print(isinstance(e, BindError), isinstance(e, FileNotFoundError), e.errno, e)\n"
+        )
+        done = subprocess.run(
+            [sys.executable, "-c", code], input=pickle.dumps(error), capture_output=True, timeout=TIMEOUT, check=False
+        )
+        assert done.returncode == 0, done.stderr.decode()
+        assert done.stdout.decode().strip() == f"True True {errno.ENOENT} {error}"
+
+    def test_a_pickle_naming_no_oserror_fails_clearly(self) -> None:
+        from servekit.errors import _load_bind_error
+
+        with pytest.raises(TypeError) as info:
+            _load_bind_error("builtins", "int", (2, "x"))
+        assert str(info.value) == (
+            "cannot load a BindError that is also builtins.int: <class 'int'> is not an OSError subclass"
+        )
+
+
+def test_deadline_exceeded_pickles() -> None:
+    """A DeadlineExceeded a handler's read raised survives pickle with its deadline and limit."""
+    cut: list[DeadlineExceeded] = []
+    done = threading.Event()
+
+    def patient(conn: StreamConnection) -> None:
+        try:
+            conn.rfile.read(1)
+        except DeadlineExceeded as exc:
+            cut.append(exc)
+        finally:
+            done.set()
+
+    with driving(patient, deadlines=Deadlines(first_byte=0.05)):
+        assert done.wait(TIMEOUT)  # the client stays silent until the handler is cut
+    [error] = cut
+    for protocol in range(pickle.HIGHEST_PROTOCOL + 1):
+        copy = pickle.loads(pickle.dumps(error, protocol))
+        assert type(copy) is DeadlineExceeded
+        assert (copy.which, copy.seconds, str(copy)) == ("first_byte", 0.05, str(error))

@@ -19,6 +19,7 @@ LAYERS = [
     "abc",
     "_validate",
     "errors",
+    "_deadline_io",
     "connections",
     "events",
     "_runtime",
@@ -53,7 +54,7 @@ LAYERS = [
 ]
 
 #: What the runtime and the classic adapter may import of servekit: nothing that loads attrs or logging.
-STDLIB_ONLY = ("_types", "abc", "_validate", "errors", "connections", "events", "_runtime")
+STDLIB_ONLY = ("_types", "abc", "_validate", "errors", "_deadline_io", "connections", "events", "_runtime")
 
 
 def _modules() -> dict[str, Path]:
