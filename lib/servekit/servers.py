@@ -258,8 +258,15 @@ def _stages(spec: Server[_ReqT, _AddrT]) -> tuple[Stage[_ReqT], ...]:
         def with_deadlines(request: _ReqT) -> _ReqT:
             if not isinstance(request, StreamConnection):
                 return request
-            clock = deadlines.clock()
-            return cast("_ReqT", StreamConnection(request.socket, request.client_address, deadlines=clock))
+            return cast(
+                "_ReqT",
+                StreamConnection(
+                    request.socket,
+                    request.client_address,
+                    server_address=request.server_address,
+                    deadlines=deadlines.clock(),
+                ),
+            )
 
         stages.append(Stage("deadlines", with_deadlines))
     return tuple(stages)
