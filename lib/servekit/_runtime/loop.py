@@ -1,20 +1,34 @@
-"""The one serve loop: wait on many sources, call them, run service actions, stop.
+"""The one serve loop: wait on many sources, call them, run timers and service actions, stop.
 
 Everything that serves requests -- the composed server and every
-``servekit.classic`` server -- runs this loop.  A *source* is an fd and the
-callback to call when it is readable.  What the callback does (accept, admit,
-dispatch) is the owner's business; the loop decides *when*:
+``servekit.classic`` server -- runs this loop, and both ways of running it
+(``serve_forever`` and ``handle_request``) go through one wait path,
+:meth:`Loop._run`.  A *source* is an fd with a callback for when it is
+readable (or has an error or a hang-up), one for when it is writable, or
+both.  What a callback does (accept, admit, dispatch, write) is the owner's
+business; the loop decides *when*:
 
 * The owner hands the loop what one run serves (:class:`Run`): its *intake*
-  sources (listeners, which bring new requests), its service actions and its
-  workers' capacity.  A busy loop costs one ``poll()`` and the owner's own
-  calls per request.  More sources may be watched during a run
-  (:meth:`Loop.watch`): parked connections, for example.
-* It waits on a wake-up socket too, so :meth:`Loop.shutdown` returns at once
-  instead of after a poll interval.  The socketpair exists only while
-  ``serve_forever`` runs, so a server that is never served holds no extra
-  fds; when no fd is free for it, the loop serves without one (looking at a
-  stop request every :data:`NO_WAKE_POLL` seconds) until it can make one.
+  sources (listeners, which bring new requests), its service actions, its
+  workers' capacity, and when a ``handle_request`` is done.  A busy loop
+  costs one wait system call per wake-up and the owner's own calls per
+  request.
+* Other sources (parked connections, say) are watched with
+  :meth:`Loop.watch`, in a table the loop keeps between runs: a source
+  watched while no run is in progress is served by the next one, and a
+  source a run leaves watched is served by the next one too.
+* The wait: ``epoll`` where the platform has it, for ``serve_forever`` (a
+  long run over possibly thousands of sources: each is registered once, and
+  a wait costs the same however many are watched); ``poll`` elsewhere and for
+  ``handle_request`` (a run of one request: nothing to set up, no fd).  The
+  poller exists only while a run does, so a server that is not running holds
+  no extra fd.
+* ``serve_forever`` waits on a wake-up socket too, so :meth:`Loop.shutdown`
+  returns at once instead of after a poll interval.  The socketpair exists
+  only while ``serve_forever`` runs; when no fd is free for it, the loop
+  serves without one (looking at a stop request every :data:`NO_WAKE_POLL`
+  seconds) until it can make one.  ``handle_request`` makes none: like the
+  standard library's, it is not stopped by ``shutdown()``.
 * **Capacity**: while the workers report none (a forked dispatcher at
   ``max_children``), the intake sources are left out of the wait: new
   connections stay in the kernel backlog until a worker frees a slot.
@@ -24,8 +38,12 @@ dispatch) is the owner's business; the loop decides *when*:
   loop keeps the *episode* -- from the first failure to the next request
   taken without one -- and reports its start and its end once each, however
   many attempts fail in between.
+* A closed intake ends a run: ``poll`` reports a closed fd (``POLLNVAL``);
+  ``epoll`` forgets it without a word, so with ``epoll`` the intake's files
+  are looked at again on every wake-up that brought no event.
 * Everything that runs while no fd is free needs none: reports never import
-  :mod:`logging` (importing opens files).
+  :mod:`logging` (importing opens files), and ``serve_forever`` waits with
+  ``poll`` when ``epoll`` cannot have an fd.
 """
 
 from __future__ import annotations
@@ -34,6 +52,7 @@ import collections
 import errno
 import heapq
 import itertools
+import os
 import select
 import socket
 import sys
@@ -44,8 +63,18 @@ from typing import Final, NamedTuple, Protocol
 
 __all__ = ("ACCEPT_BACKOFF", "Loop", "Owner", "Run", "report")
 
-_POLLIN: Final = select.POLLIN
-_POLLNVAL: Final = select.POLLNVAL
+# Interest and readiness in poll()'s bits; epoll's have the same values (Linux).
+_READ: Final = select.POLLIN
+_WRITE: Final = select.POLLOUT
+#: What calls a source's read callback: readable, or an error or a hang-up (its read tells which).
+_READABLE: Final = select.POLLIN | select.POLLERR | select.POLLHUP
+#: What calls its write callback: writable, or an error or a hang-up (its write tells which).
+_WRITABLE: Final = select.POLLOUT | select.POLLERR | select.POLLHUP
+#: poll() only: the fd is not open.
+_CLOSED: Final = select.POLLNVAL
+
+#: Whether the platform has epoll (``serve_forever`` waits with it where it does).
+_HAVE_EPOLL: Final = hasattr(select, "epoll")
 
 #: ``accept()`` errors that mean "out of a resource", not "bad connection":
 #: retrying at once would spin, so the loop leaves the intake alone a while.
@@ -73,25 +102,33 @@ class Run(NamedTuple):
 
     Attributes:
         intake: fd -> callback of the sources that bring new requests (the
-            listeners).  A negative fd is left out; a run with no intake
-            source ends at once, and so does one whose intake source is
-            closed under it.
-        service: periodic work, run after every wake-up of ``serve_forever``.
+            listeners), called when the fd is readable.  A negative fd is
+            left out; a run with no intake source ends at once, and so does
+            one whose intake source is closed under it.
+        service: periodic work, run after every wake-up of ``serve_forever``
+            (not of ``handle_request``).
         capacity: ``None`` when the workers never run out.  Otherwise asked
-            at the start of a run, after each callback and, while capacity is
-            out, before every wait: ``None`` when another request may be
-            taken now, or the fds that turn readable when capacity may have
-            come back (pidfds of child processes); an empty sequence makes
-            the loop ask again every :data:`SATURATED_POLL` seconds.
-        watched: fd -> callback of sources that are not intake (a forked
-            dispatcher's report pipe): watched for the whole run, whatever
-            back-off, capacity or a drain does to the intake.
+            at the start of a run, after each read callback and, while
+            capacity is out, before every wait: ``None`` when another request
+            may be taken now, or the fds that turn readable when capacity may
+            have come back (pidfds of child processes); an empty sequence
+            makes the loop ask again every :data:`SATURATED_POLL` seconds.
+        watched: fd -> read callback of sources that are not intake and
+            belong to this run only (a forked dispatcher's report pipe):
+            watched for the whole run, whatever back-off, capacity or a drain
+            does to the intake.  (Sources that outlive a run are watched
+            with :meth:`Loop.watch`.)
+        settled: for ``handle_request``, asked after every wake-up once an
+            intake callback has run: whether what it took is settled on the
+            loop's side (a connection it parked has left the gate), so that
+            ``handle_request`` may return.  ``None``: at once.
     """
 
     intake: Mapping[int, Callback]
     service: Callback
     capacity: Callable[[], Sequence[int] | None] | None
     watched: Mapping[int, Callback] = {}
+    settled: Callable[[], bool] | None = None
 
 
 class Owner(Protocol):
@@ -170,6 +207,24 @@ def _shorter(a: float | None, b: float) -> float:
     return b if a is None or b < a else a
 
 
+def _identity(fd: int) -> tuple[int, int] | None:
+    """Which open file *fd* is (device, inode), or ``None`` when it is not open."""
+    try:
+        stat = os.fstat(fd)
+    except OSError:
+        return None
+    return stat.st_dev, stat.st_ino
+
+
+def _intact(intake: Mapping[int, Callback], known: Mapping[int, tuple[int, int] | None]) -> bool:
+    """Whether every fd of *intake* is still the file it was when the run started."""
+    return all(_identity(fd) == known[fd] for fd in intake)
+
+
+class _IntakeClosed(Exception):
+    """An intake fd turned out closed when it was registered again: the run ends."""
+
+
 class _Episode(NamedTuple):
     """An open accept-failure episode: what failed first, where, and since when."""
 
@@ -183,38 +238,62 @@ class _Episode(NamedTuple):
 class Loop:
     """The serve loop of one server.  Thread-safe; not re-entrant.
 
-    ``serve_forever`` runs in one thread at a time; ``shutdown`` and ``stop``
-    may be called from any thread (``shutdown`` from inside the loop's own
-    thread only asks the loop to stop and returns).  ``accept_failed``,
-    ``watch`` and ``unwatch`` are for the loop's own thread.
+    One run at a time: ``serve_forever`` or ``handle_request``, in one thread.
+    ``shutdown`` and ``stop`` may be called from any thread (``shutdown``
+    from inside the loop's own thread only asks the loop to stop and
+    returns).  ``accept_failed``, ``call_at``, ``drop_intake``, ``watch`` and
+    ``unwatch`` are for the loop's own thread -- or, while no run is in
+    progress, the thread that owns the server.
+
+    Args:
+        owner: the server the loop runs.
+        epoll: which poller the runs wait with: ``None`` (the default) for
+            ``epoll`` in ``serve_forever`` where the platform has it and
+            ``poll`` otherwise; ``True`` or ``False`` for ``epoll`` or
+            ``poll`` in every run (for tests).
+
+    Raises:
+        ValueError: *epoll* is ``True`` on a platform without it.
     """
 
     __slots__ = (
         "_backoff_until",
         "_episode",
-        "_soon",
-        "_timers",
+        "_epoll",
         "_failures",
         "_idle",
         "_lock",
         "_owner",
         "_pending",
+        "_running",
         "_serving",
+        "_soon",
+        "_sources",
         "_stop",
+        "_timers",
         "_wake",
         "_waiter",
     )
 
-    def __init__(self, owner: Owner) -> None:
+    def __init__(self, owner: Owner, *, epoll: bool | None = None) -> None:
+        if epoll and not _HAVE_EPOLL:
+            raise ValueError(f"epoll={epoll!r}: this platform has no select.epoll")
         self._owner = owner
+        self._epoll = epoll
         self._lock = threading.Lock()
+        # The thread of the run in progress (either kind), and of serve_forever.
+        self._running: threading.Thread | None = None
         self._serving: threading.Thread | None = None
         self._pending: threading.Thread | None = None
         self._stop = False
         self._idle = threading.Event()
         self._idle.set()
         self._wake: tuple[socket.socket, socket.socket] | None = None
+        # What the run in progress waits with, and on.
         self._waiter: _Waiter | None = None
+        # fd -> (read callback, write callback) of the sources watched with
+        # watch(), kept between runs.
+        self._sources: dict[int, tuple[Callback | None, Callback | None]] = {}
         # While an accept-failure episode is open: the end of the current
         # back-off (which may have passed), the episode, the failures so far.
         self._backoff_until = 0.0
@@ -230,85 +309,184 @@ class Loop:
         """Whether ``serve_forever`` is running now."""
         return self._serving is not None
 
-    # -- serving ------------------------------------------------------------
+    # -- running ------------------------------------------------------------
 
     def serve_forever(self, poll_interval: float) -> None:
-        """Serve until :meth:`shutdown` (or the intake closes)."""
+        """Serve until :meth:`shutdown` (or the intake closes).
+
+        Service actions run after every wake-up, at least every
+        *poll_interval* seconds.
+
+        Raises:
+            RuntimeError: a run is in progress already (in another thread, or
+                this thread is inside one).
+        """
         me = threading.current_thread()
         wake = _wake_pair()
         with self._lock:
-            if self._serving is not None:
+            if self._running is not None:
                 _close_pair(wake)
-                raise RuntimeError(f"serve_forever() is already running in {self._serving.name}")
-            self._serving = me
+                raise RuntimeError(self._busy())
+            self._running = self._serving = me
             self._wake = wake
             self._stop = self._pending is me
             self._pending = None
             self._idle.clear()
         try:
             if not self._stop:
-                waiter = self._waiter = _Waiter(None if wake is None else wake[0], self._woken)
-                self._serve(self._owner.loop_run(), poll_interval * 1000, waiter)
+                poller = _Poller(_HAVE_EPOLL if self._epoll is None else self._epoll)
+                self._waiter = _Waiter(poller, None if wake is None else wake[0], self._woken)
+                self._run(self._waiter, False, poll_interval * poller.unit, None)
         finally:
             with self._lock:
-                wake = self._wake
-                self._serving = None
+                wake, waiter = self._wake, self._waiter
+                self._running = self._serving = None
                 self._wake = None
                 self._waiter = None
                 self._stop = False
                 self._idle.set()
             _close_pair(wake)
+            if waiter is not None:
+                waiter.poller.close()
 
-    def _serve(self, run: Run, interval_ms: float, waiter: _Waiter) -> None:
+    def handle_request(self, timeout: float | None) -> bool:
+        """Wait up to *timeout* seconds (``None``: no limit) for an intake source to fire.
+
+        Meanwhile the watched sources and the timers are served, under
+        back-off and capacity as ``serve_forever`` serves them (service
+        actions are not run).  Once an intake callback has run, this goes on
+        (within the timeout) until the run's :attr:`Run.settled` says the
+        loop's side is settled.  The intake is polled at least once, even
+        with a timeout of 0.  No wake-up socketpair is made, and
+        :meth:`shutdown` does not stop it.
+
+        Returns:
+            ``True`` once an intake callback has run and is settled;
+            ``False`` when the time ran out first, or there is no open intake.
+
+        Raises:
+            RuntimeError: a run is in progress already (``serve_forever`` in
+                another thread, or this thread is inside one).
+        """
+        me = threading.current_thread()
+        with self._lock:
+            if self._running is not None:
+                raise RuntimeError(self._busy())
+            self._running = me
+        waiter = None
+        try:
+            deadline = None if timeout is None else time.monotonic() + timeout
+            waiter = self._waiter = _Waiter(_Poller(bool(self._epoll)), None, _nothing)
+            return self._run(waiter, True, None, deadline)
+        finally:
+            with self._lock:
+                self._running = None
+                self._waiter = None
+            if waiter is not None:
+                waiter.poller.close()
+
+    def _busy(self) -> str:
+        # Called with the lock held, while a run is in progress.
+        what = "serve_forever()" if self._serving is not None else "handle_request()"
+        name = "?" if self._running is None else self._running.name
+        return f"{what} is already running in {name}"
+
+    def _run(self, waiter: _Waiter, once: bool, interval: float | None, deadline: float | None) -> bool:
+        """The one wait path: ``serve_forever``'s (*once* false) and ``handle_request``'s.
+
+        Waits at most *interval* (in the poller's unit, ``None``: no limit)
+        at a time, and not past *deadline* (a ``time.monotonic()`` value).
+        Returns ``True`` when *once* and an intake callback has run and is
+        settled; ``False`` when stopped, past the deadline, or the intake
+        is gone (closed, or dropped during a ``handle_request``).
+        """
+        run = self._owner.loop_run()
         intake = {fd: callback for fd, callback in run.intake.items() if fd >= 0}
         if not intake:
-            return
-        service, capacity = run.service, run.capacity
-        waiter.open(intake)
-        for fd, callback in run.watched.items():
-            waiter.watch(fd, callback)
-        poll = waiter.poller.poll
-        callbacks = waiter.callbacks
+            return False
+        poller = waiter.poller
+        # epoll forgets a closed fd without a word: the intake's files are
+        # looked at again on every wake-up that brought no event.
+        known: dict[int, tuple[int, int] | None] | None = None
+        if not poller.notices_close:
+            known = {fd: _identity(fd) for fd in intake}
+            if None in known.values():
+                return False
+        service, capacity, settled = run.service, run.capacity, run.settled
+        wait, unit = poller.wait, poller.unit
+        readers, writers = waiter.readers, waiter.writers
         timers = self._timers
-        # Capacity can only run out when a callback dispatches: it is asked
-        # after each one, and re-asked before every wait while it is out.  A
-        # loop without its wake-up socket takes this path too.
-        limited = capacity is not None or waiter.wake_fd < 0
-        while True:
-            timeout_ms: float | None = interval_ms
-            if limited or self._backoff_until:
-                if waiter.wake_fd < 0:
-                    self._rewake(waiter)
-                timeout_ms = self._limits(intake, capacity, timeout_ms, waiter)
-                limited = not waiter.intake_open or waiter.wake_fd < 0
-                if waiter.wake_fd < 0:
-                    timeout_ms = _shorter(timeout_ms, NO_WAKE_POLL * 1000)
-            if timers:
-                timeout_ms = _shorter(timeout_ms, max(0.0, (timers[0][0] - time.monotonic()) * 1000))
-            events = poll(timeout_ms)
-            # A stop asked for while the loop waited wins over a request
-            # that came in meanwhile.
-            if self._stop:
-                return
-            if timers:
-                self._run_timers()
-            for fd, flags in events:
-                try:
-                    callback = callbacks[fd]
-                except KeyError:  # unwatched by an earlier callback of this wait
+        try:
+            waiter.open_intake(intake)
+            for fd, callback in run.watched.items():
+                waiter.watch(fd, callback, None)
+            sources = self._sources
+            for fd, (on_read, on_write) in list(sources.items()):
+                if not waiter.watch(fd, on_read, on_write):
+                    del sources[fd]
+            # serve_forever without its wake-up socket tries to make it again.
+            rewake = not once and waiter.wake_fd < 0
+            # Capacity can only run out when a callback dispatches: it is
+            # asked after each read callback, and re-asked before every wait
+            # while it is out.
+            limited = capacity is not None or rewake
+            fired = False
+            while True:
+                timeout = interval
+                if limited or self._backoff_until:
+                    if rewake:
+                        rewake = not self._rewake(waiter)
+                    timeout = self._limits(intake, capacity, timeout, waiter)
+                    limited = rewake or not waiter.intake_open
+                    if rewake:
+                        timeout = _shorter(timeout, NO_WAKE_POLL * unit)
+                if timers:
+                    timeout = _shorter(timeout, max(0.0, (timers[0][0] - time.monotonic()) * unit))
+                if deadline is not None:
+                    timeout = _shorter(timeout, max(0.0, (deadline - time.monotonic()) * unit))
+                events = wait(timeout)
+                # A stop asked for while the loop waited wins over a request
+                # that came in meanwhile.
+                if self._stop:
+                    return False
+                if timers:
+                    self._run_timers()
+                if not events and known is not None and not _intact(intake, known):
+                    return False
+                for fd, flags in events:
+                    if flags & _READABLE:
+                        try:
+                            callback = readers[fd]
+                        except KeyError:  # unwatched by an earlier callback of this wait, or write-only
+                            pass
+                        else:
+                            if self._backoff_until and fd in intake:
+                                self._probe(callback)
+                            else:
+                                callback()
+                            if capacity is not None and capacity() is not None:
+                                limited = True
+                    if flags & _WRITABLE:
+                        # Looked up now: the read callback may have unwatched
+                        # or watched the fd again.
+                        write = writers.get(fd)
+                        if write is not None:
+                            write()
+                    elif flags & _CLOSED:  # (poll) the source was closed under us
+                        if fd in intake:
+                            return False
+                        self.unwatch(fd)
+                if not once:
+                    service()
                     continue
-                if flags & _POLLNVAL:  # the source was closed under us
-                    if fd in intake:
-                        return
-                    waiter.unwatch(fd)
-                    continue
-                if self._backoff_until and fd in intake:
-                    self._probe(callback)
-                else:
-                    callback()
-                if capacity is not None and capacity() is not None:
-                    limited = True
-            service()
+                if not fired:
+                    fired = any(fd in intake for fd, _ in events)
+                if fired and (settled is None or settled()):
+                    return True
+                if not intake or (deadline is not None and time.monotonic() >= deadline):
+                    return False
+        except _IntakeClosed:
+            return False
 
     def _woken(self) -> None:
         """The wake-up socket is readable: empty it, run what other threads asked for."""
@@ -319,45 +497,13 @@ class Loop:
         while soon:
             soon.popleft()()
 
-    def handle_request(self, timeout: float | None) -> bool:
-        """Wait up to *timeout* seconds (``None``: no limit) and take one request.
-
-        Returns ``False`` when the time ran out (or the intake is closed).
-        The intake is polled at least once, even with a timeout of 0.
-        """
-        run = self._owner.loop_run()
-        intake = {fd: callback for fd, callback in run.intake.items() if fd >= 0}
-        if not intake:
-            return False
-        deadline = None if timeout is None else time.monotonic() + timeout
-        waiter = _Waiter(None, _nothing)
-        waiter.open(intake)
-        remaining_ms = None if timeout is None else max(0.0, timeout * 1000)
-        while True:
-            timeout_ms = self._limits(intake, run.capacity, remaining_ms, waiter)
-            for fd, flags in waiter.poller.poll(timeout_ms):
-                callback = intake.get(fd)
-                if callback is None:
-                    continue
-                if flags & _POLLNVAL:
-                    return False
-                if self._backoff_until:
-                    self._probe(callback)
-                else:
-                    callback()
-                return True
-            if deadline is not None:
-                remaining_ms = (deadline - time.monotonic()) * 1000
-                if remaining_ms <= 0:
-                    return False
-
     # -- timers ---------------------------------------------------------------
 
     def call_at(self, when: float, callback: Callback) -> None:
         """Call *callback* at ``time.monotonic()`` *when* or soon after (from the loop's thread).
 
-        Timers run in the serving loop, after its wait; a timer set while the
-        loop is not serving runs when it serves again.
+        Timers run in either kind of run, after its wait; a timer set while
+        no run is in progress runs in the next one.
         """
         heapq.heappush(self._timers, (when, next(_timer_numbers), callback))
 
@@ -382,25 +528,53 @@ class Loop:
     def drop_intake(self) -> None:
         """Take no more requests from the intake sources this run (from the loop's thread).
 
-        The loop goes on serving the other sources and the timers until it
-        is stopped.
+        ``serve_forever`` goes on serving the other sources and the timers
+        until it is stopped; ``handle_request`` returns.
         """
         waiter = self._waiter
         if waiter is not None and waiter.intake is not None:
-            waiter.close(waiter.intake, ())
+            waiter.close_intake(waiter.intake, ())
             waiter.intake.clear()
 
     # -- more sources ---------------------------------------------------------
 
-    def watch(self, fd: int, callback: Callback) -> None:
-        """Call *callback* whenever *fd* is readable, from now on (from the loop's thread)."""
+    def watch(self, fd: int, on_read: Callback | None, on_write: Callback | None = None) -> None:
+        """Watch *fd* from now on, in this run and the next ones.
+
+        *on_read* is called when *fd* is readable (or has an error or a
+        hang-up), *on_write* when it is writable; either may be ``None``, not
+        both.  Watching a watched fd again replaces its callbacks and what it
+        is watched for (so write interest is turned on and off).  A callback
+        may find its fd not ready after all (another callback of the same
+        wake-up may have changed things): the fd should be non-blocking.
+
+        Unwatch an fd before closing it: epoll keeps a registration as long
+        as the open file lives, and a forked child may hold it.  An fd found
+        closed is forgotten.
+
+        From the loop's thread, or while no run is in progress from the
+        thread that owns the server; a run in progress waits on it at once,
+        the next run when it starts.
+
+        Raises:
+            TypeError: *fd* is not an int.
+            ValueError: *fd* is negative, or both callbacks are ``None``.
+        """
+        if not isinstance(fd, int):
+            raise TypeError(f"watch(): fd must be an int, not {fd!r}")
+        if fd < 0:
+            raise ValueError(f"watch({fd!r}): not a file descriptor")
+        if on_read is None and on_write is None:
+            raise ValueError(f"watch({fd!r}): no callback (on_read and on_write are both None; unwatch() stops watching)")
+        sources = self._sources
+        sources[fd] = (on_read, on_write)
         waiter = self._waiter
-        if waiter is None:
-            raise RuntimeError("the loop is not serving")
-        waiter.watch(fd, callback)
+        if waiter is not None and not waiter.watch(fd, on_read, on_write):
+            del sources[fd]
 
     def unwatch(self, fd: int) -> None:
-        """Stop watching *fd* (from the loop's thread).  Unknown fds are ignored."""
+        """Stop watching *fd* (as :meth:`watch`, from the loop's thread).  Unknown fds are ignored."""
+        self._sources.pop(fd, None)
         waiter = self._waiter
         if waiter is not None:
             waiter.unwatch(fd)
@@ -495,56 +669,117 @@ class Loop:
             except OSError:  # the buffer is full: a wake-up is already pending
                 pass
 
-    def _rewake(self, waiter: _Waiter) -> None:
-        """Try again to make the wake-up socketpair."""
+    def _rewake(self, waiter: _Waiter) -> bool:
+        """Try again to make the wake-up socketpair; whether it was made."""
         wake = _wake_pair()
-        if wake is not None:
-            with self._lock:
-                self._wake = wake
-            waiter.wake_with(wake[0], self._woken)
+        if wake is None:
+            return False
+        with self._lock:
+            self._wake = wake
+        waiter.wake_with(wake[0], self._woken)
+        return True
 
     def _limits(
         self,
         intake: dict[int, Callback],
         capacity: Callable[[], Sequence[int] | None] | None,
-        timeout_ms: float | None,
+        timeout: float | None,
         waiter: _Waiter,
     ) -> float | None:
         """Open or close the intake for the next wait, under a back-off or a capacity limit.
 
-        Returns the wait's timeout in milliseconds (``None``: none).
+        Returns the wait's timeout in the poller's unit (``None``: none).
         """
+        unit = waiter.poller.unit
         if self._backoff_until:
             left = self._backoff_until - time.monotonic()
             if left > 0:
-                waiter.close(intake, ())
-                return _shorter(timeout_ms, left * 1000)
+                waiter.close_intake(intake, ())
+                return _shorter(timeout, left * unit)
             # Passed: the intake is watched again, and the episode lasts
             # until a request is taken without a failure.
         if capacity is not None:
             waiting_for = capacity()
             if waiting_for is not None:
-                waiter.close(intake, waiting_for)
-                return timeout_ms if waiting_for else _shorter(timeout_ms, SATURATED_POLL * 1000)
-        waiter.open(intake)
-        return timeout_ms
+                waiter.close_intake(intake, waiting_for)
+                return timeout if waiting_for else _shorter(timeout, SATURATED_POLL * unit)
+        waiter.open_intake(intake)
+        return timeout
+
+
+class _Poller:
+    """What one run waits with: ``epoll`` or ``poll``, behind the same calls.
+
+    ``register(fd, mask)``, ``modify(fd, mask)`` and ``wait(timeout) ->
+    [(fd, flags), ...]`` are the poller's own methods, so the hot path makes
+    no Python call of its own.  Masks and flags are in ``poll``'s bits (epoll's
+    are the same).  ``wait`` takes its timeout in ``unit`` per second --
+    seconds for epoll, milliseconds for poll -- which is the unit the loop
+    computes its timeouts in: nothing is converted per wait.
+
+    Args:
+        epoll: ``epoll`` if it can have an fd (``poll`` needs none: it is
+            used when none is free).
+    """
+
+    __slots__ = ("_epoll", "_forget", "fileno", "modify", "notices_close", "register", "unit", "wait")
+
+    def __init__(self, epoll: bool) -> None:
+        self._epoll: select.epoll | None = None
+        if epoll:
+            try:
+                self._epoll = select.epoll()
+            except OSError as exc:
+                if exc.errno not in _CAPACITY_ERRNOS:
+                    raise
+        self.register: Callable[[int, int], None]
+        self.modify: Callable[[int, int], None]
+        self.wait: Callable[[float | None], list[tuple[int, int]]]
+        self._forget: Callable[[int], None]
+        if self._epoll is not None:
+            ep = self._epoll
+            self.register, self.modify, self.wait, self._forget = ep.register, ep.modify, ep.poll, ep.unregister
+            self.unit = 1.0
+            self.fileno = ep.fileno()
+            # A closed fd leaves the epoll set without a word.
+            self.notices_close = False
+        else:
+            poll = select.poll()
+            self.register, self.modify, self.wait, self._forget = poll.register, poll.modify, poll.poll, poll.unregister
+            self.unit = 1000.0
+            self.fileno = -1  # (no fd of its own)
+            # A closed fd is reported: POLLNVAL.
+            self.notices_close = True
+
+    def unregister(self, fd: int) -> None:
+        try:
+            self._forget(fd)
+        except OSError:  # (epoll) closed already, or the number is another file's now
+            pass
+
+    def close(self) -> None:
+        if self._epoll is not None:
+            self._epoll.close()
 
 
 class _Waiter:
-    """One ``select.poll()`` object for one run of the loop.
+    """What one run waits on: its poller, and the callbacks of every fd it waits on.
 
     Registrations change only when what the loop waits for changes (the
-    intake opens or closes, a source is watched), so a busy loop pays for one
-    ``poll()`` system call per request and nothing more.
+    intake opens or closes, a source is watched, unwatched or watched
+    differently), so a busy loop pays for one wait system call per wake-up
+    and nothing more.
     """
 
-    __slots__ = ("callbacks", "extra", "intake", "intake_open", "poller", "wake", "wake_fd")
+    __slots__ = ("extra", "intake", "intake_open", "poller", "readers", "wake", "wake_fd", "writers")
 
-    def __init__(self, wake: socket.socket | None, woken: Callback) -> None:
-        self.poller = select.poll()
-        # fd -> callback of every fd waited on now (the wake-up socket's
-        # empties it; a capacity fd's does nothing: the wait is over).
-        self.callbacks: dict[int, Callback] = {}
+    def __init__(self, poller: _Poller, wake: socket.socket | None, woken: Callback) -> None:
+        self.poller = poller
+        # fd -> read callback, fd -> write callback, of every fd waited on
+        # now (the wake-up socket's empties it; a capacity fd's does nothing:
+        # the wait is over).
+        self.readers: dict[int, Callback] = {}
+        self.writers: dict[int, Callback] = {}
         self.wake: socket.socket | None = None
         self.wake_fd = -1
         if wake is not None:
@@ -559,27 +794,61 @@ class _Waiter:
         """Wait on *wake*, the loop's wake-up socket, from now on, and call *woken* when it is readable."""
         self.wake = wake
         self.wake_fd = wake.fileno()
-        self.watch(self.wake_fd, woken)
+        self.watch(self.wake_fd, woken, None)
 
-    def watch(self, fd: int, callback: Callback) -> None:
-        if fd not in self.callbacks:
-            self.poller.register(fd, _POLLIN)
-        self.callbacks[fd] = callback
+    def watch(self, fd: int, on_read: Callback | None, on_write: Callback | None) -> bool:
+        """Wait on *fd* for what its callbacks are for, from now on; ``False`` if it is closed (then it is not)."""
+        readers, writers = self.readers, self.writers
+        was = (_READ if fd in readers else 0) | (_WRITE if fd in writers else 0)
+        mask = (0 if on_read is None else _READ) | (0 if on_write is None else _WRITE)
+        poller = self.poller
+        try:
+            if not was:
+                poller.register(fd, mask)
+            elif mask != was:
+                try:
+                    poller.modify(fd, mask)
+                except FileNotFoundError:  # (epoll) closed and the number reused since: a new file
+                    poller.register(fd, mask)
+        except OSError as exc:
+            # (epoll) closed already -- or closed, and the number is the
+            # epoll fd's now: forgotten, as poll's POLLNVAL has it.
+            if exc.errno != errno.EBADF and fd != poller.fileno:
+                raise
+            self.unwatch(fd)
+            return False
+        if on_read is None:
+            readers.pop(fd, None)
+        else:
+            readers[fd] = on_read
+        if on_write is None:
+            writers.pop(fd, None)
+        else:
+            writers[fd] = on_write
+        return True
 
     def unwatch(self, fd: int) -> None:
-        if self.callbacks.pop(fd, None) is not None:
+        known = self.readers.pop(fd, None) is not None
+        if self.writers.pop(fd, None) is not None:
+            known = True
+        if known:
             self.poller.unregister(fd)
 
-    def open(self, intake: dict[int, Callback]) -> None:
-        """Wait on the intake (and no capacity fd) from now on."""
+    def open_intake(self, intake: dict[int, Callback]) -> None:
+        """Wait on the intake (and no capacity fd) from now on.
+
+        Raises:
+            _IntakeClosed: an intake fd is closed (epoll says so here).
+        """
         self.intake = intake
         if not self.intake_open:
             self._extra(())
             for fd, callback in intake.items():
-                self.watch(fd, callback)
+                if not self.watch(fd, callback, None):
+                    raise _IntakeClosed(fd)
             self.intake_open = True
 
-    def close(self, intake: Mapping[int, Callback], extra: Sequence[int]) -> None:
+    def close_intake(self, intake: Mapping[int, Callback], extra: Sequence[int]) -> None:
         """Leave the intake out of the wait, and wait on *extra* instead."""
         if self.intake_open:
             for fd in intake:
@@ -594,7 +863,7 @@ class _Waiter:
                 for fd in self.extra:
                     self.unwatch(fd)
                 for fd in extra:
-                    self.watch(fd, _nothing)
+                    self.watch(fd, _nothing, None)
                 self.extra = extra
 
     def drain(self) -> None:
