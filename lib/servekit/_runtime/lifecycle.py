@@ -114,7 +114,7 @@ class Runtime(Generic[_ReqT, _AddrT]):
         pipeline = self.pipeline
         intake, watched = pipeline.sources()
         room = None if self._tend is None else self.workers.capacity
-        return Run(intake, self._on_wake, pipeline.capacity(room), watched)
+        return Run(intake, self._on_wake, pipeline.capacity(room), watched, pipeline.settled())
 
     def _on_wake(self) -> None:
         if self._tend is not None:

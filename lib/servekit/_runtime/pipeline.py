@@ -256,6 +256,18 @@ class Pipeline(Generic[_ReqT]):
             watched[self._child_reader] = self.child_reports
         return {self._listener.fileno(): self.take}, watched
 
+    def settled(self) -> Callable[[], bool] | None:
+        """For a run of the loop starting now: whether the requests it has taken have left the gate.
+
+        ``None`` without a gate (a request taken is dispatched at once).
+        """
+        if self._gate is None:
+            return None
+        parked = self._parked
+        # Those held already when the run starts, kept so that their ids stay theirs.
+        before = {id(entry): entry for entry in parked.values()}
+        return lambda: all(before.get(id(entry)) is entry for entry in parked.values())
+
     def capacity(
         self, workers: Callable[[], Sequence[int] | None] | None
     ) -> Callable[[], Sequence[int] | None] | None:
