@@ -1,7 +1,8 @@
 """The serve loop over many sources: intake, watched sources (read and write), timers, both kinds of run.
 
-Every case runs on both pollers the platform has (``poll``, and ``epoll``
-on Linux), through the loop's private switch.
+Every case runs with each poller the loop's private switch offers: ``poll``
+throughout, ``epoll`` from the start (where the platform has it), and the
+default (``poll``, moving to ``epoll`` once a run waits on many fds).
 """
 
 from __future__ import annotations
@@ -25,9 +26,11 @@ TIMEOUT = 10.0
 #: A wait that is expected to run out: bounded, and only ever a negative check.
 SHORT = 0.05
 
-POLLERS = [pytest.param(False, id="poll")]
+POLLERS = [pytest.param(False, id="poll"), pytest.param(None, id="default")]
 if hasattr(select, "epoll"):
     POLLERS.append(pytest.param(True, id="epoll"))
+
+LINUX = sys.platform.startswith("linux")
 
 Callback = Callable[[], object]
 
@@ -48,9 +51,9 @@ class Owner:
 
 
 @pytest.fixture(params=POLLERS)
-def epoll(request: pytest.FixtureRequest) -> bool:
+def epoll(request: pytest.FixtureRequest) -> bool | None:
     """Which poller the loops of a test wait with (the loop's private switch)."""
-    chosen: bool = request.param
+    chosen: bool | None = request.param
     return chosen
 
 
@@ -92,7 +95,7 @@ def drain(sock: socket.socket, count: int) -> None:
 # -- intake ------------------------------------------------------------------------
 
 
-def test_every_intake_source_is_served(epoll: bool) -> None:
+def test_every_intake_source_is_served(epoll: bool | None) -> None:
     (a, a_peer), (b, b_peer) = readable_pair(), readable_pair()
     got: dict[str, bytes] = {}
     both = threading.Event()
@@ -113,7 +116,7 @@ def test_every_intake_source_is_served(epoll: bool) -> None:
     assert got == {"a": b"to a", "b": b"to b"}
 
 
-def test_a_closed_intake_source_ends_the_run(epoll: bool) -> None:
+def test_a_closed_intake_source_ends_the_run(epoll: bool | None) -> None:
     """Closing the listener under a running loop (classic server_close from another thread) ends it."""
     listener, peer = readable_pair()
     running = threading.Event()
@@ -134,7 +137,7 @@ def test_a_closed_intake_source_ends_the_run(epoll: bool) -> None:
         assert not thread.is_alive()
 
 
-def test_a_closed_intake_source_ends_handle_request_at_once(epoll: bool) -> None:
+def test_a_closed_intake_source_ends_handle_request_at_once(epoll: bool | None) -> None:
     listener, peer = readable_pair()
     owner = Owner({listener.fileno(): lambda: None}, epoll)
     listener.close()
@@ -148,7 +151,7 @@ def test_a_closed_intake_source_ends_handle_request_at_once(epoll: bool) -> None
 # -- handle_request ------------------------------------------------------------------
 
 
-def test_handle_request_serves_watched_sources_and_timers(epoll: bool) -> None:
+def test_handle_request_serves_watched_sources_and_timers(epoll: bool | None) -> None:
     """Before the intake fires, handle_request serves what is watched and the timers that are due."""
     (listener, listener_peer), (watched, watched_peer) = readable_pair(), readable_pair()
     calls: list[str] = []
@@ -175,7 +178,7 @@ def test_handle_request_serves_watched_sources_and_timers(epoll: bool) -> None:
         loop.unwatch(watched.fileno())
 
 
-def test_handle_request_polls_the_intake_once_with_timeout_zero(epoll: bool) -> None:
+def test_handle_request_polls_the_intake_once_with_timeout_zero(epoll: bool | None) -> None:
     listener, peer = readable_pair()
     got: list[bytes] = []
     owner = Owner({listener.fileno(): lambda: got.append(listener.recv(16))}, epoll)
@@ -186,7 +189,7 @@ def test_handle_request_polls_the_intake_once_with_timeout_zero(epoll: bool) -> 
         assert got == [b"x"]
 
 
-def test_handle_request_waits_until_settled(epoll: bool) -> None:
+def test_handle_request_waits_until_settled(epoll: bool | None) -> None:
     """After the intake fires, handle_request returns once the owner says the loop's side is settled."""
     (listener, listener_peer), (parked, parked_peer) = readable_pair(), readable_pair()
     calls: list[str] = []
@@ -215,7 +218,7 @@ def test_handle_request_waits_until_settled(epoll: bool) -> None:
         assert sorted(calls) == ["intake b", "parked p"]
 
 
-def test_handle_request_does_not_run_while_serve_forever_does(epoll: bool) -> None:
+def test_handle_request_does_not_run_while_serve_forever_does(epoll: bool | None) -> None:
     listener, peer = readable_pair()
     inside: list[BaseException] = []
     called = threading.Event()
@@ -237,9 +240,20 @@ def test_handle_request_does_not_run_while_serve_forever_does(epoll: bool) -> No
     assert len(inside) == 1
 
 
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="counts /proc/self/fd")
+def _epoll_fds() -> int:
+    """How many epoll fds this process holds."""
+    count = 0
+    for name in os.listdir("/proc/self/fd"):
+        try:
+            count += os.readlink(f"/proc/self/fd/{name}") == "anon_inode:[eventpoll]"
+        except OSError:  # closed meanwhile (listdir's own, say)
+            pass
+    return count
+
+
+@pytest.mark.skipif(not LINUX, reason="counts /proc/self/fd")
 def test_handle_request_holds_no_fd_of_its_own() -> None:
-    """The default handle_request waits with poll and makes no wake-up pair: no fd per call."""
+    """A handle_request on a few fds waits with poll and makes no wake-up pair: no fd per call."""
     listener, peer = readable_pair()
     during: list[int] = []
     owner = Owner({listener.fileno(): lambda: during.append(len(os.listdir("/proc/self/fd")))})
@@ -253,7 +267,7 @@ def test_handle_request_holds_no_fd_of_its_own() -> None:
 # -- watched sources ------------------------------------------------------------------
 
 
-def test_sources_watched_during_a_run(epoll: bool) -> None:
+def test_sources_watched_during_a_run(epoll: bool | None) -> None:
     """A callback may watch another fd (a parked connection, say); unwatched, it is left alone."""
     (listener, listener_peer), (parked, parked_peer) = readable_pair(), readable_pair()
     calls: list[str] = []
@@ -284,7 +298,7 @@ def test_sources_watched_during_a_run(epoll: bool) -> None:
         assert parked.recv(16) == b"late"  # nobody read it
 
 
-def test_sources_watched_between_runs_are_served_by_the_next(epoll: bool) -> None:
+def test_sources_watched_between_runs_are_served_by_the_next(epoll: bool | None) -> None:
     """The loop keeps its watched sources between runs: before the first, after a shutdown, across kinds."""
     (listener, listener_peer), (a, a_peer), (b, b_peer) = readable_pair(), readable_pair(), readable_pair()
     seen: dict[str, threading.Event] = {"a": threading.Event(), "b": threading.Event()}
@@ -320,7 +334,7 @@ def test_sources_watched_between_runs_are_served_by_the_next(epoll: bool) -> Non
         loop.unwatch(b.fileno())  # unknown fds are ignored
 
 
-def test_write_interest(epoll: bool) -> None:
+def test_write_interest(epoll: bool | None) -> None:
     """on_write fires once a full send buffer has room again; watch() again turns write interest off and on."""
     (listener, listener_peer), (ours, theirs) = readable_pair(), readable_pair()
     calls: list[str] = []
@@ -360,7 +374,7 @@ def test_write_interest(epoll: bool) -> None:
         loop.unwatch(ours.fileno())
 
 
-def test_a_callback_that_unwatches_its_own_fd(epoll: bool) -> None:
+def test_a_callback_that_unwatches_its_own_fd(epoll: bool | None) -> None:
     """Readable and writable at once: a read callback that unwatches or re-watches its fd is obeyed at once."""
     (listener, listener_peer), (ours, theirs) = readable_pair(), readable_pair()
     calls: list[str] = []
@@ -396,7 +410,7 @@ def test_a_callback_that_unwatches_its_own_fd(epoll: bool) -> None:
         assert calls == ["read 2", "new write"]  # the callback watched now, not the stale one
 
 
-def test_an_fd_closed_while_watched_is_forgotten(epoll: bool) -> None:
+def test_an_fd_closed_while_watched_is_forgotten(epoll: bool | None) -> None:
     """An fd closed without unwatch() breaks no run: it is forgotten (poll reports it, epoll refuses it)."""
     (listener, listener_peer), (gone, gone_peer) = readable_pair(), readable_pair()
     owner = Owner({listener.fileno(): lambda: listener.recv(16)}, epoll)
@@ -411,7 +425,7 @@ def test_an_fd_closed_while_watched_is_forgotten(epoll: bool) -> None:
         loop.unwatch(gone.fileno())  # (forgotten already: nothing to do)
 
 
-def test_many_sources_at_once(epoll: bool) -> None:
+def test_many_sources_at_once(epoll: bool | None) -> None:
     """A few thousand sources, all ready at once: each is served exactly once."""
     count = 3000
     listener, listener_peer = readable_pair()
@@ -453,6 +467,54 @@ def test_many_sources_at_once(epoll: bool) -> None:
             assert done.wait(TIMEOUT)
         assert len(served) == count
         assert set(served.values()) == {1}
+
+
+@pytest.mark.skipif(not (LINUX and hasattr(select, "epoll")), reason="looks for epoll fds in /proc/self/fd")
+def test_a_run_moves_to_epoll_once_it_waits_on_many_fds() -> None:
+    """By default a run waits with poll; a callback that watches many fds moves it to epoll, mid-run."""
+    count = 50
+    listener, listener_peer = readable_pair()
+    pollers: list[int] = []
+    served: collections.Counter[int] = collections.Counter()
+    done = threading.Event()
+    pairs: list[tuple[socket.socket, socket.socket]] = []
+
+    def reader(sock: socket.socket) -> Callable[[], None]:
+        def callback() -> None:
+            if not served:
+                pollers.append(_epoll_fds())  # after the move
+            served[sock.fileno()] += 1
+            sock.recv(16)
+            loop.unwatch(sock.fileno())
+            if len(served) == count:
+                done.set()
+
+        return callback
+
+    def on_listener() -> None:
+        listener.recv(16)
+        pollers.append(_epoll_fds())  # before it
+        for ours, _ in pairs:
+            loop.watch(ours.fileno(), reader(ours))
+
+    owner = Owner({listener.fileno(): on_listener})
+    loop = owner.loop
+    with ExitStack() as stack:
+        for sock in (listener, listener_peer):
+            stack.enter_context(sock)
+        for _ in range(count):
+            ours, theirs = readable_pair()
+            stack.enter_context(ours)
+            stack.enter_context(theirs)
+            pairs.append((ours, theirs))
+            theirs.send(b"x")
+        before = _epoll_fds()
+        with serving(loop):
+            listener_peer.send(b"go")
+            assert done.wait(TIMEOUT)
+        assert pollers == [before, before + 1]
+        assert set(served.values()) == {1}
+        assert _epoll_fds() == before  # closed with the run
 
 
 # -- bad input ------------------------------------------------------------------------

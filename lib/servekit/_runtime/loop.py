@@ -17,12 +17,15 @@ business; the loop decides *when*:
   :meth:`Loop.watch`, in a table the loop keeps between runs: a source
   watched while no run is in progress is served by the next one, and a
   source a run leaves watched is served by the next one too.
-* The wait: ``epoll`` where the platform has it, for ``serve_forever`` (a
-  long run over possibly thousands of sources: each is registered once, and
-  a wait costs the same however many are watched); ``poll`` elsewhere and for
-  ``handle_request`` (a run of one request: nothing to set up, no fd).  The
+* The wait: a run starts with ``poll`` and moves to ``epoll``, where the
+  platform has it, once it waits on more than :data:`_POLL_MOST` fds (a
+  reactor's thousands of connections: each is registered once, and a wait
+  costs the same however many are watched).  For a handful of fds ``poll`` is
+  the cheaper wait: in CPython a call of ``epoll.poll`` runs about 800 more
+  instructions than one of ``poll.poll``, 3-4 % of a whole UDP request.  The
   poller exists only while a run does, so a server that is not running holds
-  no extra fd.
+  no extra fd, and a small run (every ``handle_request`` of a plain server)
+  makes none at all.
 * ``serve_forever`` waits on a wake-up socket too, so :meth:`Loop.shutdown`
   returns at once instead of after a poll interval.  The socketpair exists
   only while ``serve_forever`` runs; when no fd is free for it, the loop
@@ -39,11 +42,11 @@ business; the loop decides *when*:
   taken without one -- and reports its start and its end once each, however
   many attempts fail in between.
 * A closed intake ends a run: ``poll`` reports a closed fd (``POLLNVAL``);
-  ``epoll`` forgets it without a word, so with ``epoll`` the intake's files
-  are looked at again on every wake-up that brought no event.
+  ``epoll`` forgets it without a word, so the intake's files are looked at
+  again on every wake-up that brought no event.
 * Everything that runs while no fd is free needs none: reports never import
-  :mod:`logging` (importing opens files), and ``serve_forever`` waits with
-  ``poll`` when ``epoll`` cannot have an fd.
+  :mod:`logging` (importing opens files), and a run stays with ``poll`` when
+  ``epoll`` cannot have an fd.
 """
 
 from __future__ import annotations
@@ -64,17 +67,24 @@ from typing import Final, NamedTuple, Protocol
 __all__ = ("ACCEPT_BACKOFF", "Loop", "Owner", "Run", "report")
 
 # Interest and readiness in poll()'s bits; epoll's have the same values (Linux).
+# A source's read callback is called when it is readable, or has an error or
+# a hang-up (its read tells which); its write callback when it is writable --
+# or has an error or a hang-up and no read callback.
 _READ: Final = select.POLLIN
 _WRITE: Final = select.POLLOUT
-#: What calls a source's read callback: readable, or an error or a hang-up (its read tells which).
 _READABLE: Final = select.POLLIN | select.POLLERR | select.POLLHUP
-#: What calls its write callback: writable, or an error or a hang-up (its write tells which).
-_WRITABLE: Final = select.POLLOUT | select.POLLERR | select.POLLHUP
 #: poll() only: the fd is not open.
 _CLOSED: Final = select.POLLNVAL
+#: What the common path (a read callback, nothing else) leaves aside.
+_UNUSUAL: Final = select.POLLOUT | select.POLLNVAL
 
-#: Whether the platform has epoll (``serve_forever`` waits with it where it does).
+#: Whether the platform has epoll.
 _HAVE_EPOLL: Final = hasattr(select, "epoll")
+
+#: A run waits with poll on at most this many fds; on more, with epoll.  (On
+#: loopback sockets the two waits take the same time at 6 to 8 fds; poll's
+#: grows with each fd, epoll's does not.)
+_POLL_MOST: Final = 8
 
 #: ``accept()`` errors that mean "out of a resource", not "bad connection":
 #: retrying at once would spin, so the loop leaves the intake alone a while.
@@ -248,9 +258,10 @@ class Loop:
     Args:
         owner: the server the loop runs.
         epoll: which poller the runs wait with: ``None`` (the default) for
-            ``epoll`` in ``serve_forever`` where the platform has it and
-            ``poll`` otherwise; ``True`` or ``False`` for ``epoll`` or
-            ``poll`` in every run (for tests).
+            ``poll``, moving to ``epoll`` where the platform has it once a
+            run waits on more than :data:`_POLL_MOST` fds; ``True`` for
+            ``epoll`` from the start, ``False`` for ``poll`` throughout (so
+            that tests run the same cases on both).
 
     Raises:
         ValueError: *epoll* is ``True`` on a platform without it.
@@ -334,9 +345,8 @@ class Loop:
             self._idle.clear()
         try:
             if not self._stop:
-                poller = _Poller(_HAVE_EPOLL if self._epoll is None else self._epoll)
-                self._waiter = _Waiter(poller, None if wake is None else wake[0], self._woken)
-                self._run(self._waiter, False, poll_interval * poller.unit, None)
+                self._waiter = _Waiter(self._epoll, None if wake is None else wake[0], self._woken)
+                self._run(self._waiter, False, poll_interval * 1000, None)
         finally:
             with self._lock:
                 wake, waiter = self._wake, self._waiter
@@ -357,8 +367,8 @@ class Loop:
         actions are not run).  Once an intake callback has run, this goes on
         (within the timeout) until the run's :attr:`Run.settled` says the
         loop's side is settled.  The intake is polled at least once, even
-        with a timeout of 0.  No wake-up socketpair is made, and
-        :meth:`shutdown` does not stop it.
+        with a timeout of 0.  No wake-up socketpair is made (no fd at all,
+        unless the run waits on many), and :meth:`shutdown` does not stop it.
 
         Returns:
             ``True`` once an intake callback has run and is settled;
@@ -376,7 +386,7 @@ class Loop:
         waiter = None
         try:
             deadline = None if timeout is None else time.monotonic() + timeout
-            waiter = self._waiter = _Waiter(_Poller(bool(self._epoll)), None, _nothing)
+            waiter = self._waiter = _Waiter(self._epoll, None, _nothing)
             return self._run(waiter, True, None, deadline)
         finally:
             with self._lock:
@@ -391,30 +401,25 @@ class Loop:
         name = "?" if self._running is None else self._running.name
         return f"{what} is already running in {name}"
 
-    def _run(self, waiter: _Waiter, once: bool, interval: float | None, deadline: float | None) -> bool:
+    def _run(self, waiter: _Waiter, once: bool, interval_ms: float | None, deadline: float | None) -> bool:
         """The one wait path: ``serve_forever``'s (*once* false) and ``handle_request``'s.
 
-        Waits at most *interval* (in the poller's unit, ``None``: no limit)
-        at a time, and not past *deadline* (a ``time.monotonic()`` value).
+        Waits at most *interval_ms* milliseconds at a time (``None``: no
+        limit), and not past *deadline* (a ``time.monotonic()`` value).
         Returns ``True`` when *once* and an intake callback has run and is
-        settled; ``False`` when stopped, past the deadline, or the intake
-        is gone (closed, or dropped during a ``handle_request``).
+        settled; ``False`` when stopped, past the deadline, or the intake is
+        gone (closed, or dropped during a ``handle_request``).
         """
         run = self._owner.loop_run()
         intake = {fd: callback for fd, callback in run.intake.items() if fd >= 0}
-        if not intake:
+        # The intake's files, looked at again on every wake-up that brought
+        # no event: epoll forgets a closed fd without a word.
+        known = {fd: _identity(fd) for fd in intake}
+        if not intake or None in known.values():
             return False
-        poller = waiter.poller
-        # epoll forgets a closed fd without a word: the intake's files are
-        # looked at again on every wake-up that brought no event.
-        known: dict[int, tuple[int, int] | None] | None = None
-        if not poller.notices_close:
-            known = {fd: _identity(fd) for fd in intake}
-            if None in known.values():
-                return False
-        service, capacity, settled = run.service, run.capacity, run.settled
-        wait, unit = poller.wait, poller.unit
-        readers, writers = waiter.readers, waiter.writers
+        service = _nothing if once else run.service
+        capacity, settled = run.capacity, run.settled
+        poller, readers, writers = waiter.poller, waiter.readers, waiter.writers
         timers = self._timers
         try:
             waiter.open_intake(intake)
@@ -426,24 +431,34 @@ class Loop:
                     del sources[fd]
             # serve_forever without its wake-up socket tries to make it again.
             rewake = not once and waiter.wake_fd < 0
-            # Capacity can only run out when a callback dispatches: it is
-            # asked after each read callback, and re-asked before every wait
-            # while it is out.
-            limited = capacity is not None or rewake
+            # What a wait is for is looked at again before it only while
+            # something limits the loop.  Capacity can only run out when a
+            # callback dispatches: it is asked after each read callback, and
+            # re-asked before every wait while it is out.  A handle_request
+            # looks every time.
+            limited = once or capacity is not None or rewake
             fired = False
+            events: list[tuple[int, int]] | None = None
             while True:
-                timeout = interval
+                timeout = interval_ms
                 if limited or self._backoff_until:
+                    if once and events is not None:  # (the intake is polled at least once)
+                        fired = fired or any(fd in intake for fd, _ in events)
+                        if fired and (settled is None or settled()):
+                            return True
+                        if not intake or (deadline is not None and time.monotonic() >= deadline):
+                            return False
+                    if deadline is not None:
+                        timeout = max(0.0, (deadline - time.monotonic()) * 1000)
                     if rewake:
                         rewake = not self._rewake(waiter)
                     timeout = self._limits(intake, capacity, timeout, waiter)
-                    limited = rewake or not waiter.intake_open
+                    limited = once or rewake or not waiter.intake_open
                     if rewake:
-                        timeout = _shorter(timeout, NO_WAKE_POLL * unit)
+                        timeout = _shorter(timeout, NO_WAKE_POLL * 1000)
                 if timers:
-                    timeout = _shorter(timeout, max(0.0, (timers[0][0] - time.monotonic()) * unit))
-                if deadline is not None:
-                    timeout = _shorter(timeout, max(0.0, (deadline - time.monotonic()) * unit))
+                    timeout = _shorter(timeout, max(0.0, (timers[0][0] - time.monotonic()) * 1000))
+                wait = poller.wait  # (poll's own, until the run waits on many fds)
                 events = wait(timeout)
                 # A stop asked for while the loop waited wins over a request
                 # that came in meanwhile.
@@ -451,40 +466,44 @@ class Loop:
                     return False
                 if timers:
                     self._run_timers()
-                if not events and known is not None and not _intact(intake, known):
+                if not events and not _intact(intake, known):
                     return False
                 for fd, flags in events:
-                    if flags & _READABLE:
-                        try:
-                            callback = readers[fd]
-                        except KeyError:  # unwatched by an earlier callback of this wait, or write-only
-                            pass
-                        else:
-                            if self._backoff_until and fd in intake:
-                                self._probe(callback)
-                            else:
-                                callback()
-                            if capacity is not None and capacity() is not None:
-                                limited = True
-                    if flags & _WRITABLE:
+                    if flags & _UNUSUAL:  # writable, or (poll) closed: off the common path
+                        if flags & _CLOSED:  # the source was closed under us
+                            if fd in intake:
+                                return False
+                            self.unwatch(fd)
+                            continue
+                        if flags & _READABLE:
+                            read = readers.get(fd)
+                            if read is not None:
+                                read()
+                                if capacity is not None and capacity() is not None:
+                                    limited = True
                         # Looked up now: the read callback may have unwatched
-                        # or watched the fd again.
+                        # the fd, or watched it again.
                         write = writers.get(fd)
                         if write is not None:
                             write()
-                    elif flags & _CLOSED:  # (poll) the source was closed under us
-                        if fd in intake:
-                            return False
-                        self.unwatch(fd)
-                if not once:
-                    service()
-                    continue
-                if not fired:
-                    fired = any(fd in intake for fd, _ in events)
-                if fired and (settled is None or settled()):
-                    return True
-                if not intake or (deadline is not None and time.monotonic() >= deadline):
-                    return False
+                        continue
+                    try:
+                        callback = readers[fd]
+                    except KeyError:
+                        # Unwatched by an earlier callback of this wait; or
+                        # watched for writing only, and this is an error or a
+                        # hang-up (its write tells which).
+                        write = writers.get(fd)
+                        if write is not None:
+                            write()
+                        continue
+                    if self._backoff_until and fd in intake:
+                        self._probe(callback)
+                    else:
+                        callback()
+                    if capacity is not None and capacity() is not None:
+                        limited = True
+                service()
         except _IntakeClosed:
             return False
 
@@ -542,8 +561,8 @@ class Loop:
         """Watch *fd* from now on, in this run and the next ones.
 
         *on_read* is called when *fd* is readable (or has an error or a
-        hang-up), *on_write* when it is writable; either may be ``None``, not
-        both.  Watching a watched fd again replaces its callbacks and what it
+        hang-up), *on_write* when it is writable (or, with no *on_read*, has
+        an error or a hang-up); either may be ``None``, not both.  Watching a watched fd again replaces its callbacks and what it
         is watched for (so write interest is turned on and off).  A callback
         may find its fd not ready after all (another callback of the same
         wake-up may have changed things): the fd should be non-blocking.
@@ -688,78 +707,88 @@ class Loop:
     ) -> float | None:
         """Open or close the intake for the next wait, under a back-off or a capacity limit.
 
-        Returns the wait's timeout in the poller's unit (``None``: none).
+        Returns the wait's timeout in milliseconds (``None``: none).
         """
-        unit = waiter.poller.unit
         if self._backoff_until:
             left = self._backoff_until - time.monotonic()
             if left > 0:
                 waiter.close_intake(intake, ())
-                return _shorter(timeout, left * unit)
+                return _shorter(timeout, left * 1000)
             # Passed: the intake is watched again, and the episode lasts
             # until a request is taken without a failure.
         if capacity is not None:
             waiting_for = capacity()
             if waiting_for is not None:
                 waiter.close_intake(intake, waiting_for)
-                return timeout if waiting_for else _shorter(timeout, SATURATED_POLL * unit)
+                return timeout if waiting_for else _shorter(timeout, SATURATED_POLL * 1000)
         waiter.open_intake(intake)
         return timeout
 
 
 class _Poller:
-    """What one run waits with: ``epoll`` or ``poll``, behind the same calls.
+    """What one run waits with: ``poll``, or ``epoll`` once the run waits on many fds.
 
-    ``register(fd, mask)``, ``modify(fd, mask)`` and ``wait(timeout) ->
-    [(fd, flags), ...]`` are the poller's own methods, so the hot path makes
-    no Python call of its own.  Masks and flags are in ``poll``'s bits (epoll's
-    are the same).  ``wait`` takes its timeout in ``unit`` per second --
-    seconds for epoll, milliseconds for poll -- which is the unit the loop
-    computes its timeouts in: nothing is converted per wait.
+    ``register(fd, mask)``, ``modify(fd, mask)``, ``unregister(fd)`` and
+    ``wait(timeout_ms) -> [(fd, flags), ...]``, the same calls either way.
+    Masks and flags are in ``poll``'s bits (``epoll``'s are the same numbers);
+    timeouts in milliseconds, ``poll``'s unit: with ``poll`` the calls are its
+    own methods, with nothing in between.
 
     Args:
-        epoll: ``epoll`` if it can have an fd (``poll`` needs none: it is
-            used when none is free).
+        grows: whether it may move to ``epoll`` (:meth:`to_epoll`).
     """
 
-    __slots__ = ("_epoll", "_forget", "fileno", "modify", "notices_close", "register", "unit", "wait")
+    __slots__ = ("_epoll_poll", "_forget", "close", "fileno", "grows", "modify", "register", "wait")
 
-    def __init__(self, epoll: bool) -> None:
-        self._epoll: select.epoll | None = None
-        if epoll:
+    def __init__(self, grows: bool) -> None:
+        poll = select.poll()
+        self.register: Callable[[int, int], None] = poll.register
+        self.modify: Callable[[int, int], None] = poll.modify
+        self.wait: Callable[[float | None], list[tuple[int, int]]] = poll.poll
+        self._forget: Callable[[int], None] = poll.unregister
+        self._epoll_poll: Callable[[float | None], list[tuple[int, int]]] = poll.poll  # (epoll's, once moved)
+        self.close: Callable[[], None] = _nothing
+        # The poller's own fd (poll has none).
+        self.fileno = -1
+        self.grows = grows
+
+    def to_epoll(self, masks: Mapping[int, int]) -> bool:
+        """Wait with ``epoll`` from now on, on *masks* (fd -> mask); ``False`` if no fd is free for it.
+
+        An fd of *masks* that is closed already is left out (``poll`` would
+        have reported it).
+        """
+        self.grows = False
+        try:
+            epoll = select.epoll()
+        except OSError as exc:
+            if exc.errno in _CAPACITY_ERRNOS:
+                return False
+            raise
+        for fd, mask in masks.items():
             try:
-                self._epoll = select.epoll()
+                epoll.register(fd, mask)
             except OSError as exc:
-                if exc.errno not in _CAPACITY_ERRNOS:
+                # Closed already -- or closed, and the number is the epoll fd's now.
+                if exc.errno != errno.EBADF and fd != epoll.fileno():
+                    epoll.close()
                     raise
-        self.register: Callable[[int, int], None]
-        self.modify: Callable[[int, int], None]
-        self.wait: Callable[[float | None], list[tuple[int, int]]]
-        self._forget: Callable[[int], None]
-        if self._epoll is not None:
-            ep = self._epoll
-            self.register, self.modify, self.wait, self._forget = ep.register, ep.modify, ep.poll, ep.unregister
-            self.unit = 1.0
-            self.fileno = ep.fileno()
-            # A closed fd leaves the epoll set without a word.
-            self.notices_close = False
-        else:
-            poll = select.poll()
-            self.register, self.modify, self.wait, self._forget = poll.register, poll.modify, poll.poll, poll.unregister
-            self.unit = 1000.0
-            self.fileno = -1  # (no fd of its own)
-            # A closed fd is reported: POLLNVAL.
-            self.notices_close = True
+        self.register, self.modify, self._forget = epoll.register, epoll.modify, epoll.unregister
+        self._epoll_poll = epoll.poll
+        self.wait = self._wait_seconds
+        self.close = epoll.close
+        self.fileno = epoll.fileno()
+        return True
+
+    def _wait_seconds(self, timeout: float | None) -> list[tuple[int, int]]:
+        # epoll.poll takes seconds.
+        return self._epoll_poll(None if timeout is None else timeout / 1000)
 
     def unregister(self, fd: int) -> None:
         try:
             self._forget(fd)
         except OSError:  # (epoll) closed already, or the number is another file's now
             pass
-
-    def close(self) -> None:
-        if self._epoll is not None:
-            self._epoll.close()
 
 
 class _Waiter:
@@ -769,17 +798,25 @@ class _Waiter:
     intake opens or closes, a source is watched, unwatched or watched
     differently), so a busy loop pays for one wait system call per wake-up
     and nothing more.
+
+    Args:
+        epoll: the loop's switch (see :class:`Loop`).
+        wake: the loop's wake-up socket, if it has one.
+        woken: what to call when it is readable.
     """
 
-    __slots__ = ("extra", "intake", "intake_open", "poller", "readers", "wake", "wake_fd", "writers")
+    __slots__ = ("count", "extra", "intake", "intake_open", "poller", "readers", "wake", "wake_fd", "writers")
 
-    def __init__(self, poller: _Poller, wake: socket.socket | None, woken: Callback) -> None:
-        self.poller = poller
+    def __init__(self, epoll: bool | None, wake: socket.socket | None, woken: Callback) -> None:
+        self.poller = _Poller(grows=_HAVE_EPOLL if epoll is None else epoll)
         # fd -> read callback, fd -> write callback, of every fd waited on
         # now (the wake-up socket's empties it; a capacity fd's does nothing:
-        # the wait is over).
+        # the wait is over), and how many fds that is.
         self.readers: dict[int, Callback] = {}
         self.writers: dict[int, Callback] = {}
+        self.count = 0
+        if epoll:
+            self.poller.to_epoll({})
         self.wake: socket.socket | None = None
         self.wake_fd = -1
         if wake is not None:
@@ -825,6 +862,13 @@ class _Waiter:
             writers.pop(fd, None)
         else:
             writers[fd] = on_write
+        if not was:
+            self.count += 1
+            if self.count > _POLL_MOST and poller.grows:
+                masks = dict.fromkeys(readers, _READ)
+                for each in writers:
+                    masks[each] = masks.get(each, 0) | _WRITE
+                poller.to_epoll(masks)
         return True
 
     def unwatch(self, fd: int) -> None:
@@ -832,6 +876,7 @@ class _Waiter:
         if self.writers.pop(fd, None) is not None:
             known = True
         if known:
+            self.count -= 1
             self.poller.unregister(fd)
 
     def open_intake(self, intake: dict[int, Callback]) -> None:
