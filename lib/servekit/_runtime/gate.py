@@ -192,6 +192,19 @@ class Parking(Generic[_ReqT, _WhereT]):
 
         return room_after_waiting
 
+    def settled(self) -> Callable[[], bool]:
+        """For a run of the loop starting now: whether what it takes has left the loop's side.
+
+        (``handle_request`` returns once that is so.)  The connections held
+        already when the run starts may stay held.
+        """
+        parked, ready = self._parked, self._ready
+        before = {id(entry): entry for entry in parked.values()}
+        waiting = {id(request) for request, _ in ready}
+        return lambda: all(before.get(id(entry)) is entry for entry in parked.values()) and all(
+            id(request) in waiting for request, _ in ready
+        )
+
     # -- what is held, and letting go of it ------------------------------------------------
 
     def held(self) -> set[int]:

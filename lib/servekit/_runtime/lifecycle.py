@@ -120,20 +120,8 @@ class Runtime(Generic[_ReqT, _AddrT]):
 
     def loop_run(self) -> Run:
         pipeline = self.pipeline
-        return Run(pipeline.sources(), self._on_wake, pipeline.capacity(), settled=self._settled())
-
-    def _settled(self) -> Callable[[], bool] | None:
-        """For ``handle_request``: whether a request taken has left the loop's side (``None``: at once)."""
-        pipeline = self.pipeline
-        if pipeline.parking is None:
-            return None
-        books = pipeline.books
-
-        def through() -> int:
-            return books.taken + sum(books.rejected.values()) - len(pipeline.clients.held())
-
-        before = through()
-        return lambda: through() > before
+        settled = None if pipeline.parking is None else pipeline.parking.settled()
+        return Run(pipeline.sources(), self._on_wake, pipeline.capacity(), settled=settled)
 
     def _on_wake(self) -> None:
         if self._tend is not None:
