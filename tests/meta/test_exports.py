@@ -31,6 +31,7 @@ LAYERS = [
     "_runtime.admission",
     "_runtime.gate",
     "_runtime.children",
+    "_runtime.clients",
     "_runtime.pipeline",
     "_runtime.lifecycle",
     "acceptors",
