@@ -108,15 +108,21 @@ class StreamConnection(Generic[_AddrT_co]):
         self._address = client_address
         self._server_address = server_address
         self._clock = deadlines
-        if deadlines is None and not prefix:  # the hot path: nothing more
-            self._rfile: io.BufferedReader | None = None
-            self._wfile: SocketWriter | None = None
-            return
-        # The files are made at once here, so that the properties' first use
-        # costs a plain connection nothing more.
+        self._rfile: io.BufferedReader | None = None
+        self._wfile: SocketWriter | None = None
+        if deadlines is not None or prefix:
+            self._arm(prefix)
+
+    def _arm(self, prefix: bytes) -> None:
+        """Make the files of a connection with deadlines (its clock) or a *prefix*, at once.
+
+        So that the properties' first use costs a plain connection nothing
+        more, the files of this kind of connection are made up front.
+        """
+        sock = self._socket
+        deadlines = self._clock
         self._rfile = io.BufferedReader(_ConnectionReader(sock, deadlines, prefix))
         if deadlines is None:
-            self._wfile = None
             return
         wfile = self._wfile = SocketWriter(sock)
         wfile._sock = _DeadlineSender(sock, deadlines)
@@ -195,6 +201,19 @@ class StreamConnection(Generic[_AddrT_co]):
 
     def __repr__(self) -> str:
         return f"<StreamConnection from {self._address!r} fd={self._socket.fileno()}>"
+
+
+def _timed(conn: StreamConnection[_AddrT], clock: _DeadlineClock) -> StreamConnection[_AddrT]:
+    """*conn*, a plain connection nothing has read or written through yet, given deadlines (*clock*) in place.
+
+    What ``StreamConnection(conn.socket, conn.client_address,
+    server_address=conn.server_address, deadlines=clock)`` would make,
+    without a second object (the server's deadline stage, once per
+    connection).
+    """
+    conn._clock = clock
+    conn._arm(b"")
+    return conn
 
 
 def _accepted(sock: socket.socket, client_address: _AddrT, server_address: _AddrT) -> StreamConnection[_AddrT]:

@@ -19,7 +19,7 @@ from ._types import IPAddress, Predicate, _AddrT
 from ._validate import check_seconds, seconds
 from .abc import Dispatcher, Gate, Handler, Listener, Request, Transport
 from .admission import Admission
-from .connections import StreamConnection
+from .connections import StreamConnection, _timed
 from .deadlines import Deadlines
 from .dispatchers import Inline
 from .events import (
@@ -258,15 +258,7 @@ def _stages(spec: Server[_ReqT, _AddrT]) -> tuple[Stage[_ReqT], ...]:
         def with_deadlines(request: _ReqT) -> _ReqT:
             if not isinstance(request, StreamConnection):
                 return request
-            return cast(
-                "_ReqT",
-                StreamConnection(
-                    request.socket,
-                    request.client_address,
-                    server_address=request.server_address,
-                    deadlines=deadlines.clock(),
-                ),
-            )
+            return _timed(request, deadlines.clock())  # type: ignore[return-value]  # (R is this StreamConnection)
 
         stages.append(Stage("deadlines", with_deadlines))
     return tuple(stages)

@@ -526,7 +526,7 @@ def test_watch_rejects_bad_input() -> None:
         owner.loop.watch(3, None, None)
     with pytest.raises(ValueError, match=r"watch\(-1\)"):
         owner.loop.watch(-1, lambda: None)
-    with pytest.raises(TypeError, match="'3'"):
+    with pytest.raises(TypeError):  # a str is no fd
         owner.loop.watch("3", lambda: None)  # type: ignore[arg-type]
 
 

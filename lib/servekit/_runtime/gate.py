@@ -16,20 +16,25 @@ Everything here runs on the loop's thread.
 from __future__ import annotations
 
 import collections
+import itertools
 import socket
+import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Sequence, Sized
 from functools import partial
 from typing import Final, Generic, TypeVar, final
 
 from ..abc import Request
+from .admission import Limits
 from .loop import Loop
 from .wiring import LoopStage
 
-__all__ = ("Parking",)
+__all__ = ("Parking", "room")
 
 _ReqT = TypeVar("_ReqT", bound=Request[object])
 _WhereT = TypeVar("_WhereT")
+
+_numbers: Final = itertools.count()
 
 #: How many bytes a stage peeks at, at least.
 _PEEK: Final = 65536
@@ -46,10 +51,15 @@ def socket_of(request: object) -> socket.socket:
 class _Parked(Generic[_ReqT, _WhereT]):
     """A connection held by stage *index*: how much of it the stage has seen, its low-water mark."""
 
-    __slots__ = ("index", "lowat", "request", "seen", "where")
+    __slots__ = ("index", "lowat", "number", "request", "seen", "sock", "where")
 
-    def __init__(self, request: _ReqT, index: int, where: _WhereT) -> None:
+    def __init__(self, request: _ReqT, sock: socket.socket, index: int, where: _WhereT) -> None:
+        # What the stage's timer knows it by: a timer holds no reference to
+        # the connection, which would keep it (and its files) alive until the
+        # timer's time, long after it is gone.
+        self.number = next(_numbers)
         self.request = request
+        self.sock = sock
         self.index = index
         self.where = where
         self.seen = 0
@@ -69,7 +79,10 @@ class Parking(Generic[_ReqT, _WhereT]):
     *where* (the listener it came through) when it is closed here.
     """
 
-    __slots__ = ("_admit", "_admit_at", "_closed", "_dispatch", "_loop", "_parked", "_ready", "_room", "_stages", "_tcp")
+    __slots__ = (
+        "_admit", "_admit_at", "_closed", "_dispatch", "_loop", "_parked", "_ready", "_room", "_stages", "_tcp",
+        "room_known",
+    )  # fmt: skip
 
     def __init__(
         self,
@@ -89,14 +102,22 @@ class Parking(Generic[_ReqT, _WhereT]):
         self._admit = admit
         self._dispatch = dispatch
         self._closed = closed
-        # The loop's capacity check, once the route has one (None: always room).
+        # The loop's capacity check, once the route has one (None: always room):
+        # it dispatches what waits in _ready; and whether it said "room" last,
+        # with nothing dispatched since (then one more may go at once).
         self._room: Callable[[], Sequence[int] | None] | None = None
+        self.room_known = False
         # fd -> the connection held there by a stage.
         self._parked: dict[int, _Parked[_ReqT, _WhereT]] = {}
         # Connections that passed every stage and wait for room, oldest first.
         self._ready: collections.deque[tuple[_ReqT, _WhereT]] = collections.deque()
 
     # -- held by a stage ---------------------------------------------------------------
+
+    @property
+    def hold_at(self) -> int | None:
+        """The first stage after admission (``None``: there is none)."""
+        return self._admit_at if self._admit_at < len(self._stages) else None
 
     @property
     def screens(self) -> bool:
@@ -108,35 +129,44 @@ class Parking(Generic[_ReqT, _WhereT]):
         self.park(request, 0, where)
 
     def hold(self, request: _ReqT, where: _WhereT) -> None:
-        """Hold an admitted connection at the stages after admission."""
+        """An admitted connection, when no stage comes after admission: on to the workers."""
         self._passed(request, self._admit_at, where, admitted=True)
 
     def _passed(self, request: _ReqT, index: int, where: _WhereT, admitted: bool = False) -> None:
-        """*request* passed the stages before *index*: on to the next one, admission, or the workers."""
+        """*request* passed the stages before *index*: on to the next one, admission, or the workers.
+
+        Past the last stage it goes to the workers at once when nothing
+        limits them, or when the loop's capacity check said there is room
+        and nothing was dispatched since; otherwise it waits in turn, and the
+        capacity check -- asked after every callback, so right after this
+        one -- dispatches it while there is room.
+        """
         if index == self._admit_at and not admitted:
             self._admit(request, where)
         elif index < len(self._stages):
             self.park(request, index, where)
-        elif self._ready or (self._room is not None and self._room() is not None):
-            self._ready.append((request, where))  # dispatched in turn, by the capacity check
-        else:
+        elif self._room is None or self.room_known and not self._ready:
+            self.room_known = False
             self._dispatch(request)
+        else:
+            self._ready.append((request, where))
 
     def park(self, request: _ReqT, index: int, where: _WhereT) -> None:
         """Hold *request* at stage *index* until its bytes are there."""
-        fd = socket_of(request).fileno()
-        entry = self._parked[fd] = _Parked(request, index, where)
+        sock = socket_of(request)
+        fd = sock.fileno()
+        entry = self._parked[fd] = _Parked(request, sock, index, where)
         self._loop.watch(fd, partial(self._peek, fd))
         timeout = self._stages[index].gate.timeout
         if timeout is not None:
-            self._loop.call_at(time.monotonic() + timeout, partial(self._expire, fd, entry))
+            self._loop.call_at(time.monotonic() + timeout, partial(self._expire, fd, entry.number))
 
     def _peek(self, fd: int) -> None:
         entry = self._parked.get(fd)
         if entry is None:
             return
         request = entry.request
-        sock = socket_of(request)
+        sock = entry.sock
         stage = self._stages[entry.index]
         try:
             data = sock.recv(max(_PEEK, entry.lowat), _PEEK_FLAGS)
@@ -165,32 +195,27 @@ class Parking(Generic[_ReqT, _WhereT]):
         self._loop.unwatch(fd)
         if entry.lowat > 1:
             try:
-                socket_of(entry.request).setsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT, 1)
+                entry.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT, 1)
             except OSError:
                 pass
 
-    def _expire(self, fd: int, entry: _Parked[_ReqT, _WhereT]) -> None:
-        if self._parked.get(fd) is entry:
+    def _expire(self, fd: int, number: int) -> None:
+        entry = self._parked.get(fd)
+        if entry is not None and entry.number == number:
             self._unpark(fd, entry)
             self._closed(entry.request, self._stages[entry.index].name, entry.where)
 
     # -- waiting for room ----------------------------------------------------------------
 
-    def room(self, room: Callable[[], Sequence[int] | None]) -> Callable[[], Sequence[int] | None]:
-        """The loop's capacity check: what waits here is dispatched first, while *room* says there is some."""
+    @property
+    def waiting(self) -> collections.deque[tuple[_ReqT, _WhereT]]:
+        """The connections that passed every stage and wait for room, oldest first (the capacity check
+        dispatches them)."""
+        return self._ready
+
+    def check_room_with(self, room: Callable[[], Sequence[int] | None]) -> None:
+        """Leave what passed every stage to *room*, the loop's capacity check, which dispatches it."""
         self._room = room
-        ready = self._ready
-        dispatch = self._dispatch
-
-        def room_after_waiting() -> Sequence[int] | None:
-            while ready:
-                waiting_for = room()
-                if waiting_for is not None:
-                    return waiting_for
-                dispatch(ready.popleft()[0])
-            return room()
-
-        return room_after_waiting
 
     def settled(self) -> Callable[[], bool]:
         """For a run of the loop starting now: whether what it takes has left the loop's side.
@@ -237,3 +262,58 @@ class Parking(Generic[_ReqT, _WhereT]):
         while self._ready:
             request, where = self._ready.popleft()
             self._closed(request, reason, where)
+
+
+def _room_always() -> Sequence[int] | None:
+    return None
+
+
+def room(
+    workers: Callable[[], Sequence[int] | None] | None,
+    limits: Limits[_ReqT, _WhereT] | None,
+    parking: Parking[_ReqT, _WhereT] | None,
+    dispatch: Callable[[_ReqT], None],
+) -> Callable[[], Sequence[int] | None] | None:
+    """The loop's capacity check, in one closure (``None``: there is always room).
+
+    It is asked after every callback of the loop, so it is one call: the
+    admission limit (if it pauses; below it, a length and a comparison), then
+    the *workers*' own check; and while there is room, the connections that
+    wait at the gate's exit (*parking*) are dispatched first, in turn.
+    """
+    most = sys.maxsize
+    live: Sized = ()
+    full: Callable[[], Sequence[int] | None] = _room_always
+    if limits is not None and limits.pauses and limits.max_connections is not None:
+        most, live, full = limits.max_connections, limits.live, limits.full
+    elif workers is None:
+        return None
+    elif parking is None:
+        return workers
+    ask = _room_always if workers is None else workers
+    if parking is None:
+
+        def check() -> Sequence[int] | None:
+            if len(live) >= most and (waiting_for := full()) is not None:
+                return waiting_for
+            return ask()
+
+        return check
+
+    ready = parking.waiting
+
+    def check_and_flush() -> Sequence[int] | None:
+        while True:
+            if len(live) >= most and (waiting_for := full()) is not None:
+                parking.room_known = False
+                return waiting_for
+            waiting_for = ask()
+            if waiting_for is not None:
+                parking.room_known = False
+                return waiting_for
+            if not ready:
+                parking.room_known = True
+                return None
+            dispatch(ready.popleft()[0])
+
+    return check_and_flush

@@ -123,11 +123,6 @@ class Run(NamedTuple):
             may be taken now, or the fds that turn readable when capacity may
             have come back (pidfds of child processes); an empty sequence
             makes the loop ask again every :data:`SATURATED_POLL` seconds.
-        watched: fd -> read callback of sources that are not intake and
-            belong to this run only (a forked dispatcher's report pipe):
-            watched for the whole run, whatever back-off, capacity or a drain
-            does to the intake.  (Sources that outlive a run are watched
-            with :meth:`Loop.watch`.)
         settled: for ``handle_request``, asked after every wake-up once an
             intake callback has run: whether what it took is settled on the
             loop's side (a connection it parked has left the gate), so that
@@ -137,7 +132,6 @@ class Run(NamedTuple):
     intake: Mapping[int, Callback]
     service: Callback
     capacity: Callable[[], Sequence[int] | None] | None
-    watched: Mapping[int, Callback] = {}
     settled: Callable[[], bool] | None = None
 
 
@@ -279,11 +273,12 @@ class Loop:
         "_running",
         "_serving",
         "_soon",
-        "_sources",
+        "_readers",
         "_stop",
         "_timers",
         "_wake",
         "_waiter",
+        "_writers",
     )
 
     def __init__(self, owner: Owner, *, epoll: bool | None = None) -> None:
@@ -302,9 +297,12 @@ class Loop:
         self._wake: tuple[socket.socket, socket.socket] | None = None
         # What the run in progress waits with, and on.
         self._waiter: _Waiter | None = None
-        # fd -> (read callback, write callback) of the sources watched with
-        # watch(), kept between runs.
-        self._sources: dict[int, tuple[Callback | None, Callback | None]] = {}
+        # fd -> read callback, fd -> write callback: the sources watched with
+        # watch(), kept between runs.  A run waits on them with its own
+        # intake, wake-up socket and capacity fds added (and takes those out
+        # again when it ends): one table, looked up once per event.
+        self._readers: dict[int, Callback] = {}
+        self._writers: dict[int, Callback] = {}
         # While an accept-failure episode is open: the end of the current
         # back-off (which may have passed), the episode, the failures so far.
         self._backoff_until = 0.0
@@ -345,7 +343,7 @@ class Loop:
             self._idle.clear()
         try:
             if not self._stop:
-                self._waiter = _Waiter(self._epoll, None if wake is None else wake[0], self._woken)
+                self._waiter = self._new_waiter(None if wake is None else wake[0], self._woken)
                 self._run(self._waiter, False, poll_interval * 1000, None)
         finally:
             with self._lock:
@@ -357,7 +355,7 @@ class Loop:
                 self._idle.set()
             _close_pair(wake)
             if waiter is not None:
-                waiter.poller.close()
+                waiter.end()
 
     def handle_request(self, timeout: float | None) -> bool:
         """Wait up to *timeout* seconds (``None``: no limit) for an intake source to fire.
@@ -386,14 +384,18 @@ class Loop:
         waiter = None
         try:
             deadline = None if timeout is None else time.monotonic() + timeout
-            waiter = self._waiter = _Waiter(self._epoll, None, _nothing)
+            waiter = self._waiter = self._new_waiter(None, _nothing)
             return self._run(waiter, True, None, deadline)
         finally:
             with self._lock:
                 self._running = None
                 self._waiter = None
             if waiter is not None:
-                waiter.poller.close()
+                waiter.end()
+
+    def _new_waiter(self, wake: socket.socket | None, woken: Callback) -> _Waiter:
+        """What a run starting now waits with: a new poller, on the sources watched so far."""
+        return _Waiter(self._epoll, wake, woken, self._readers, self._writers)
 
     def _busy(self) -> str:
         # Called with the lock held, while a run is in progress.
@@ -423,12 +425,6 @@ class Loop:
         timers = self._timers
         try:
             waiter.open_intake(intake)
-            for fd, callback in run.watched.items():
-                waiter.watch(fd, callback, None)
-            sources = self._sources
-            for fd, (on_read, on_write) in list(sources.items()):
-                if not waiter.watch(fd, on_read, on_write):
-                    del sources[fd]
             # serve_forever without its wake-up socket tries to make it again.
             rewake = not once and waiter.wake_fd < 0
             # What a wait is for is looked at again before it only while
@@ -579,24 +575,29 @@ class Loop:
             TypeError: *fd* is not an int.
             ValueError: *fd* is negative, or both callbacks are ``None``.
         """
-        if not isinstance(fd, int):
-            raise TypeError(f"watch(): fd must be an int, not {fd!r}")
-        if fd < 0:
-            raise ValueError(f"watch({fd!r}): not a file descriptor")
-        if on_read is None and on_write is None:
-            raise ValueError(f"watch({fd!r}): no callback (on_read and on_write are both None; unwatch() stops watching)")
-        sources = self._sources
-        sources[fd] = (on_read, on_write)
+        if fd < 0 or on_read is None and on_write is None:  # (a str fd: TypeError here)
+            _bad_watch(fd, on_read, on_write)
         waiter = self._waiter
-        if waiter is not None and not waiter.watch(fd, on_read, on_write):
-            del sources[fd]
+        if waiter is not None:
+            waiter.watch(fd, on_read, on_write)
+            return
+        if on_read is None:
+            self._readers.pop(fd, None)
+        else:
+            self._readers[fd] = on_read
+        if on_write is None:
+            self._writers.pop(fd, None)
+        else:
+            self._writers[fd] = on_write
 
     def unwatch(self, fd: int) -> None:
         """Stop watching *fd* (as :meth:`watch`, from the loop's thread).  Unknown fds are ignored."""
-        self._sources.pop(fd, None)
         waiter = self._waiter
         if waiter is not None:
             waiter.unwatch(fd)
+        else:
+            self._readers.pop(fd, None)
+            self._writers.pop(fd, None)
 
     # -- accept failures ------------------------------------------------------
 
@@ -738,7 +739,7 @@ class _Poller:
         grows: whether it may move to ``epoll`` (:meth:`to_epoll`).
     """
 
-    __slots__ = ("_epoll_poll", "_forget", "close", "fileno", "grows", "modify", "register", "wait")
+    __slots__ = ("_epoll_poll", "_forget", "close", "fileno", "grows", "modify", "register", "unregister", "wait")
 
     def __init__(self, grows: bool) -> None:
         poll = select.poll()
@@ -746,6 +747,7 @@ class _Poller:
         self.modify: Callable[[int, int], None] = poll.modify
         self.wait: Callable[[float | None], list[tuple[int, int]]] = poll.poll
         self._forget: Callable[[int], None] = poll.unregister
+        self.unregister: Callable[[int], None] = poll.unregister  # (an fd registered, with poll)
         self._epoll_poll: Callable[[float | None], list[tuple[int, int]]] = poll.poll  # (epoll's, once moved)
         self.close: Callable[[], None] = _nothing
         # The poller's own fd (poll has none).
@@ -774,6 +776,7 @@ class _Poller:
                     epoll.close()
                     raise
         self.register, self.modify, self._forget = epoll.register, epoll.modify, epoll.unregister
+        self.unregister = self._unregister
         self._epoll_poll = epoll.poll
         self.wait = self._wait_seconds
         self.close = epoll.close
@@ -784,11 +787,20 @@ class _Poller:
         # epoll.poll takes seconds.
         return self._epoll_poll(None if timeout is None else timeout / 1000)
 
-    def unregister(self, fd: int) -> None:
+    def _unregister(self, fd: int) -> None:
         try:
             self._forget(fd)
         except OSError:  # (epoll) closed already, or the number is another file's now
             pass
+
+
+def _bad_watch(fd: int, on_read: Callback | None, on_write: Callback | None) -> None:
+    """Raise the error :meth:`Loop.watch`'s arguments deserve."""
+    if not isinstance(fd, int):
+        raise TypeError(f"watch(): fd must be an int, not {fd!r}")
+    if fd < 0:
+        raise ValueError(f"watch({fd!r}): not a file descriptor")
+    raise ValueError(f"watch({fd!r}): no callback (on_read and on_write are both None; unwatch() stops watching)")
 
 
 class _Waiter:
@@ -803,20 +815,44 @@ class _Waiter:
         epoll: the loop's switch (see :class:`Loop`).
         wake: the loop's wake-up socket, if it has one.
         woken: what to call when it is readable.
+        readers, writers: the loop's tables of watched sources (fd -> read
+            callback, fd -> write callback), waited on from now on; the run
+            adds its own fds to them, and :meth:`end` takes those out again.
     """
 
-    __slots__ = ("count", "extra", "intake", "intake_open", "poller", "readers", "wake", "wake_fd", "writers")
+    __slots__ = ("extra", "intake", "intake_open", "poller", "readers", "wake", "wake_fd", "writers")
 
-    def __init__(self, epoll: bool | None, wake: socket.socket | None, woken: Callback) -> None:
+    def __init__(
+        self,
+        epoll: bool | None,
+        wake: socket.socket | None,
+        woken: Callback,
+        readers: dict[int, Callback],
+        writers: dict[int, Callback],
+    ) -> None:
         self.poller = _Poller(grows=_HAVE_EPOLL if epoll is None else epoll)
         # fd -> read callback, fd -> write callback, of every fd waited on
         # now (the wake-up socket's empties it; a capacity fd's does nothing:
         # the wait is over), and how many fds that is.
-        self.readers: dict[int, Callback] = {}
-        self.writers: dict[int, Callback] = {}
-        self.count = 0
+        self.readers = readers
+        self.writers = writers
         if epoll:
             self.poller.to_epoll({})
+        # The sources watched before this run.
+        masks = dict.fromkeys(readers, _READ)
+        for fd in writers:
+            masks[fd] = masks.get(fd, 0) | _WRITE
+        for fd, mask in masks.items():
+            try:
+                self.poller.register(fd, mask)
+            except OSError as exc:  # closed since (its number maybe the epoll fd's now): forgotten
+                if exc.errno != errno.EBADF and fd != self.poller.fileno:
+                    self.poller.close()
+                    raise
+                readers.pop(fd, None)
+                writers.pop(fd, None)
+        if len(readers) + len(writers) > _POLL_MOST and self.poller.grows:
+            self._grow()
         self.wake: socket.socket | None = None
         self.wake_fd = -1
         if wake is not None:
@@ -836,6 +872,15 @@ class _Waiter:
     def watch(self, fd: int, on_read: Callback | None, on_write: Callback | None) -> bool:
         """Wait on *fd* for what its callbacks are for, from now on; ``False`` if it is closed (then it is not)."""
         readers, writers = self.readers, self.writers
+        if on_write is None and fd not in readers and fd not in writers:  # the common case: a new reader
+            try:
+                self.poller.register(fd, _READ)
+            except OSError as exc:
+                return self._gone(fd, exc)
+            readers[fd] = on_read  # type: ignore[assignment]  # (not None: Loop.watch says so)
+            if len(readers) > _POLL_MOST and self.poller.grows:
+                self._grow()
+            return True
         was = (_READ if fd in readers else 0) | (_WRITE if fd in writers else 0)
         mask = (0 if on_read is None else _READ) | (0 if on_write is None else _WRITE)
         poller = self.poller
@@ -848,12 +893,7 @@ class _Waiter:
                 except FileNotFoundError:  # (epoll) closed and the number reused since: a new file
                     poller.register(fd, mask)
         except OSError as exc:
-            # (epoll) closed already -- or closed, and the number is the
-            # epoll fd's now: forgotten, as poll's POLLNVAL has it.
-            if exc.errno != errno.EBADF and fd != poller.fileno:
-                raise
-            self.unwatch(fd)
-            return False
+            return self._gone(fd, exc)
         if on_read is None:
             readers.pop(fd, None)
         else:
@@ -862,21 +902,29 @@ class _Waiter:
             writers.pop(fd, None)
         else:
             writers[fd] = on_write
-        if not was:
-            self.count += 1
-            if self.count > _POLL_MOST and poller.grows:
-                masks = dict.fromkeys(readers, _READ)
-                for each in writers:
-                    masks[each] = masks.get(each, 0) | _WRITE
-                poller.to_epoll(masks)
+        if not was and len(readers) + len(writers) > _POLL_MOST and poller.grows:
+            self._grow()
         return True
 
+    def _gone(self, fd: int, exc: OSError) -> bool:
+        """Registering *fd* failed with *exc*: (epoll) closed already -- or closed, and the number is
+        the epoll fd's now: forgotten, as poll's POLLNVAL has it.  Anything else is raised."""
+        if exc.errno != errno.EBADF and fd != self.poller.fileno:
+            raise exc
+        self.unwatch(fd)
+        return False
+
+    def _grow(self) -> None:
+        """Wait with epoll from now on (the run waits on many fds)."""
+        masks = dict.fromkeys(self.readers, _READ)
+        for each in self.writers:
+            masks[each] = masks.get(each, 0) | _WRITE
+        self.poller.to_epoll(masks)
+
     def unwatch(self, fd: int) -> None:
-        known = self.readers.pop(fd, None) is not None
-        if self.writers.pop(fd, None) is not None:
-            known = True
-        if known:
-            self.count -= 1
+        writers = self.writers
+        if self.readers.pop(fd, None) is not None or writers and writers.pop(fd, None) is not None:
+            writers.pop(fd, None)
             self.poller.unregister(fd)
 
     def open_intake(self, intake: dict[int, Callback]) -> None:
@@ -910,6 +958,15 @@ class _Waiter:
                 for fd in extra:
                     self.watch(fd, _nothing, None)
                 self.extra = extra
+
+    def end(self) -> None:
+        """The run is over: take its own fds out of the tables (the sources stay), close the poller."""
+        if self.intake is not None:
+            self.close_intake(self.intake, ())
+        self._extra(())
+        if self.wake_fd >= 0:
+            self.unwatch(self.wake_fd)
+        self.poller.close()
 
     def drain(self) -> None:
         """Empty the wake-up socket."""

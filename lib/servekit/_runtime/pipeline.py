@@ -30,11 +30,11 @@ from ..abc import Request, WorkerTraits, Workers
 from ..connections import _traffic
 from ..events import AcceptFailed, Accepted, Connection, ConnectionClosed, HandlerFinished, HandlerStarted
 from ..events import Rejected, StageFailed
-from .admission import Limits, judge
+from .admission import Limits
 from .books import Books
 from .children import Children
 from .clients import Clients
-from .gate import Parking, socket_of
+from .gate import Parking, room, socket_of
 from .loop import Loop
 from .wiring import Door, Intake, Wiring
 
@@ -51,8 +51,8 @@ class Pipeline(Generic[_ReqT]):
     """The route: ``take`` on the loop's thread, ``run`` in the worker, one ``end``; the workers' host."""
 
     __slots__ = (
-        "_closing", "_dispatch", "_door", "_doors", "_emit", "_failed", "_handler", "_in_child",
-        "_loop", "_report", "_room", "_room_back", "_routine", "_stages", "_taking", "_track", "_verify",
+        "_closing", "_dispatch", "_door", "_doors", "_emit", "_failed", "_handler", "_hold_at", "_in_child", "_screens",
+        "_loop", "_report", "_room", "_routine", "_stages", "_taking", "_track", "_verify",
         "books", "children", "clients", "limits", "parking", "wiring",
     )  # fmt: skip
 
@@ -76,14 +76,14 @@ class Pipeline(Generic[_ReqT]):
         self._emit = wiring.emit
         self._routine = wiring.routine
         self.books: Books[_ReqT, Door[_ReqT]] = Books()
-        self.limits = None if wiring.admission is None else Limits(wiring.admission, self.books)
-        # Wakes an intake the admission limit paused, at each end.
-        self._room_back = None if self.limits is None or not self.limits.pauses else self.limits.ended
+        self.limits = None if wiring.admission is None else Limits(wiring.admission, self.books, wiring.report)
         # The loop-side stages hold stream connections only.
         tcp = all(door.sock.family in (socket.AF_INET, socket.AF_INET6) for door in self._doors)
         self.parking: Parking[_ReqT, Door[_ReqT]] | None = None
         if stream and wiring.loop_stages:
-            self.parking = Parking(loop, wiring.loop_stages, tcp, self._admit, self._to_workers, self._closed_held)
+            self.parking = Parking(loop, wiring.loop_stages, tcp, self._accept, self._to_workers, self._closed_held)
+        self._hold_at = None if self.parking is None else self.parking.hold_at  # (the gate's index)
+        self._screens = self.parking is not None and self.parking.screens  # stages before admission
         self.children: Children[_ReqT] | None = None
         self._in_child = False  # a child process running a request for its parent
         self._closing: dict[int, str] = {}  # id(request) -> why, for those closed on purpose
@@ -113,12 +113,11 @@ class Pipeline(Generic[_ReqT]):
         self._dispatch = workers.dispatch
         # Room for one more request: what waits at the gate's exit goes
         # first, then the admission limit, then the workers say.
-        room = workers.capacity if traits is None or traits.capacity else None
-        if self.limits is not None:
-            room = self.limits.room(room)
-        if self.parking is not None and room is not None:
-            room = self.parking.room(room)
-        self._room = room
+        workers_room = workers.capacity if traits is None or traits.capacity else None
+        parking = self.parking
+        self._room = room(workers_room, self.limits, parking, self._to_workers)
+        if parking is not None and self._room is not None:
+            parking.check_room_with(self._room)
         self.clients: Clients[_ReqT, Door[_ReqT]] = Clients(
             self.books, self.parking, self.children, self._loop, self._closing
         )
@@ -151,39 +150,49 @@ class Pipeline(Generic[_ReqT]):
         if not self._track:
             # An inline datagram, not kept live: counted taken once handled,
             # so that stats() never counts it closed before it is.
-            if self._verify is None or self._admitted(request):
-                try:
-                    self._dispatch(request)
-                finally:
-                    self.books.taken += 1
-        elif self.parking is not None and self.parking.screens:
-            self.parking.screen(request, door)
-        elif self._verify is None and self.limits is None or self._admitted(request):
+            if self._verify is not None and (reason := self._verified(request)) is not None:
+                self.end(request, reason, rejected=True)
+                return True
+            try:
+                self._dispatch(request)
+            finally:
+                self.books.taken += 1
+        elif self._screens:
+            self.parking.screen(request, door)  # type: ignore[union-attr]  # (_screens: there is one)
+        else:
             self._accept(request, door)
         return True
 
-    def _admit(self, request: _ReqT, door: Door[_ReqT]) -> None:
-        """Past the loop-side stages before admission: admit *request*."""
-        if self._verify is None and self.limits is None or self._admitted(request):
-            self._accept(request, door)
-
-    def _admitted(self, request: _ReqT) -> bool:
-        """Whether *request* passes ``verify`` and the admission limits; if not, it is refused and ended."""
-        reason = judge(request, self._verify, self.limits, self._report)
-        if reason is None:
-            return True
-        self.end(request, reason, rejected=True)
-        return False
+    def _verified(self, request: _ReqT) -> str | None:
+        """``None`` if ``verify`` lets *request* in; else ``"verify"`` (a verify that raises refuses)."""
+        verify: Callable[[object], bool] = self._verify  # type: ignore[assignment]  # (only called with one)
+        try:
+            return None if verify(request.client_address) else "verify"
+        except Exception as exc:
+            self._report(request, exc)
+            return "verify"
 
     def _accept(self, request: _ReqT, door: Door[_ReqT]) -> None:
-        """*request* is admitted: live from now on; on to the stages after admission, then the workers."""
+        """Admit *request* -- ``verify``, the admission limits; if not, it is refused and ended -- then it
+        is live; on to the stages after admission (the gate), then the workers.  (Also parking's admit.)"""
+        if self._verify is not None or self.limits is not None:
+            reason = None if self._verify is None else self._verified(request)
+            if reason is None and self.limits is not None:
+                reason = self.limits.admit(request)
+            if reason is not None:
+                self.end(request, reason, rejected=True)
+                return
         books = self.books
         books.live[id(request)] = (request, monotonic(), door)
         books.taken += 1
         if self._routine:
             self._emit(Accepted(request.client_address, door.name))
-        if self.parking is not None:
-            self.parking.hold(request, door)
+        parking = self.parking
+        if parking is not None:
+            if self._hold_at is not None:
+                parking.park(request, self._hold_at, door)
+            else:
+                parking.hold(request, door)
             return
         try:
             self._dispatch(request)
@@ -305,15 +314,16 @@ class Pipeline(Generic[_ReqT]):
         entry = books.live.pop(key, None)
         if books.draining and not books.live:
             books.idle.set()
-        if self._room_back is not None:
-            self._room_back()
+        limits = self.limits
+        if limits is not None and limits.paused:  # wake the intake the limit paused
+            limits.ended()
         if self._routine:
             peer = request.client_address
             if seconds is not None:
                 self._emit(HandlerFinished(peer, seconds, failure))
             if entry is not None:
                 bytes_in, bytes_out = traffic or _traffic(handled)
-                self._emit(ConnectionClosed(peer, time.monotonic() - entry[1], reason, bytes_in, bytes_out))
+                self._emit(ConnectionClosed(peer, monotonic() - entry[1], reason, bytes_in, bytes_out))
 
     def _door_of(self, request: _ReqT) -> Door[_ReqT]:
         entry = self.books.live.get(id(request))  # (several listeners: the one it came through)
