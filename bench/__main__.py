@@ -41,6 +41,8 @@ def parse(argv: list[str]) -> tuple[Options, argparse.Namespace]:
     parser.add_argument("--sources", type=int, default=16, metavar="N",
                         help="spread the generator's TCP connections over 127.0.0.1..127.0.0.N "
                         "(default 16; 1: only 127.0.0.1, which caps conn near 14,000/s)")
+    parser.add_argument("--keepalive", type=int, default=None, metavar="N",
+                        help="connections of the keep-alive workload (default 16)")
     parser.add_argument("--json", type=Path, metavar="FILE", help="also write every figure as JSON")
     parser.add_argument("--chart", type=Path, metavar="FILE",
                         help=f"PNG chart (needs matplotlib: pip install -e '.[plot]'); default {DEFAULT_CHART.name} "
@@ -66,6 +68,10 @@ def parse(argv: list[str]) -> tuple[Options, argparse.Namespace]:
         opts = Options(seconds=args.seconds, runs=args.runs, idle=1000 if args.idle is None else args.idle)
     if args.seconds <= 0 or args.runs < 1 or opts.idle < 0:
         parser.error("--seconds and --runs must be positive, --idle not negative")
+    if args.keepalive is not None:
+        if args.keepalive < 1:
+            parser.error(f"--keepalive must be at least 1, got {args.keepalive}")
+        opts = Options(**{**opts.__dict__, "keepalive": args.keepalive})
     opts = Options(**{**opts.__dict__, "only": tuple(args.only), "workloads": tuple(workloads),
                       "generator": args.generator, "pin": not args.no_pin,
                       "sources": max(1, min(254, args.sources))})  # fmt: skip
