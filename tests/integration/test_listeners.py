@@ -35,7 +35,7 @@ from servekit import (
 )
 from servekit.abc import Acceptor, Listener
 from servekit.events import ConnectionClosed
-from servekit.testing import EventLog, datagram_exchange, recv_line, serving, stream_exchange
+from servekit.testing import EventLog, datagram_exchange, recv_line, serving
 
 TIMEOUT = 10.0
 

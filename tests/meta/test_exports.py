@@ -23,6 +23,7 @@ LAYERS = [
     "connections",
     "events",
     "_runtime",
+    "_runtime.waiter",
     "_runtime.loop",
     "_runtime.workers",
     "_runtime.pool",

@@ -533,7 +533,7 @@ def test_watch_rejects_bad_input() -> None:
 def test_epoll_switch_on_a_platform_without_it(monkeypatch: pytest.MonkeyPatch) -> None:
     import servekit._runtime.loop as loop_module
 
-    monkeypatch.setattr(loop_module, "_HAVE_EPOLL", False)
+    monkeypatch.setattr(loop_module, "HAVE_EPOLL", False)
     with pytest.raises(ValueError, match="epoll=True"):
         Loop(Owner({}), epoll=True)
 

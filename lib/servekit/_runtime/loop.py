@@ -18,7 +18,7 @@ business; the loop decides *when*:
   watched while no run is in progress is served by the next one, and a
   source a run leaves watched is served by the next one too.
 * The wait: a run starts with ``poll`` and moves to ``epoll``, where the
-  platform has it, once it waits on more than :data:`_POLL_MOST` fds (a
+  platform has it, once it waits on more than 8 fds (a
   reactor's thousands of connections: each is registered once, and a wait
   costs the same however many are watched).  For a handful of fds ``poll`` is
   the cheaper wait: in CPython a call of ``epoll.poll`` runs about 800 more
@@ -52,7 +52,6 @@ business; the loop decides *when*:
 from __future__ import annotations
 
 import collections
-import errno
 import heapq
 import itertools
 import os
@@ -64,33 +63,22 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Final, NamedTuple, Protocol
 
+from .waiter import HAVE_EPOLL, Callback, IntakeClosed, Waiter, capacity_errnos, nothing
+
 __all__ = ("ACCEPT_BACKOFF", "Loop", "Owner", "Run", "report")
 
-# Interest and readiness in poll()'s bits; epoll's have the same values (Linux).
 # A source's read callback is called when it is readable, or has an error or
 # a hang-up (its read tells which); its write callback when it is writable --
 # or has an error or a hang-up and no read callback.
-_READ: Final = select.POLLIN
-_WRITE: Final = select.POLLOUT
 _READABLE: Final = select.POLLIN | select.POLLERR | select.POLLHUP
 #: poll() only: the fd is not open.
 _CLOSED: Final = select.POLLNVAL
 #: What the common path (a read callback, nothing else) leaves aside.
 _UNUSUAL: Final = select.POLLOUT | select.POLLNVAL
 
-#: Whether the platform has epoll.
-_HAVE_EPOLL: Final = hasattr(select, "epoll")
-
-#: A run waits with poll on at most this many fds; on more, with epoll.  (On
-#: loopback sockets the two waits take the same time at 6 to 8 fds; poll's
-#: grows with each fd, epoll's does not.)
-_POLL_MOST: Final = 8
-
-#: ``accept()`` errors that mean "out of a resource", not "bad connection":
-#: retrying at once would spin, so the loop leaves the intake alone a while.
-_CAPACITY_ERRNOS: Final = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
-
-#: Seconds to leave the intake alone after such an error.
+#: Seconds to leave the intake alone after an ``accept()`` error that means
+#: "out of a resource" (``capacity_errnos``), not "bad connection": retrying
+#: at once would spin.
 ACCEPT_BACKOFF: Final = 0.1
 
 #: How often workers at capacity that offer no fd to wait on are asked again.
@@ -104,7 +92,6 @@ NO_WAKE_POLL: Final = 0.1
 _DEBUG: Final = 10
 _WARNING: Final = 30
 
-Callback = Callable[[], object]
 
 
 class Run(NamedTuple):
@@ -173,7 +160,7 @@ def _wake_pair() -> tuple[socket.socket, socket.socket] | None:
     try:
         pair = socket.socketpair()
     except OSError as exc:
-        if exc.errno in _CAPACITY_ERRNOS:
+        if exc.errno in capacity_errnos:
             return None
         raise
     for sock in pair:
@@ -203,10 +190,6 @@ def _about_to_run(target: object) -> threading.Thread | None:
 _timer_numbers: Final = itertools.count()
 
 
-def _nothing() -> None:
-    pass
-
-
 def _shorter(a: float | None, b: float) -> float:
     return b if a is None or b < a else a
 
@@ -223,10 +206,6 @@ def _identity(fd: int) -> tuple[int, int] | None:
 def _intact(intake: Mapping[int, Callback], known: Mapping[int, tuple[int, int] | None]) -> bool:
     """Whether every fd of *intake* is still the file it was when the run started."""
     return all(_identity(fd) == known[fd] for fd in intake)
-
-
-class _IntakeClosed(Exception):
-    """An intake fd turned out closed when it was registered again: the run ends."""
 
 
 class _Episode(NamedTuple):
@@ -253,7 +232,7 @@ class Loop:
         owner: the server the loop runs.
         epoll: which poller the runs wait with: ``None`` (the default) for
             ``poll``, moving to ``epoll`` where the platform has it once a
-            run waits on more than :data:`_POLL_MOST` fds; ``True`` for
+            run waits on more than 8 fds; ``True`` for
             ``epoll`` from the start, ``False`` for ``poll`` throughout (so
             that tests run the same cases on both).
 
@@ -282,7 +261,7 @@ class Loop:
     )
 
     def __init__(self, owner: Owner, *, epoll: bool | None = None) -> None:
-        if epoll and not _HAVE_EPOLL:
+        if epoll and not HAVE_EPOLL:
             raise ValueError(f"epoll={epoll!r}: this platform has no select.epoll")
         self._owner = owner
         self._epoll = epoll
@@ -296,7 +275,7 @@ class Loop:
         self._idle.set()
         self._wake: tuple[socket.socket, socket.socket] | None = None
         # What the run in progress waits with, and on.
-        self._waiter: _Waiter | None = None
+        self._waiter: Waiter | None = None
         # fd -> read callback, fd -> write callback: the sources watched with
         # watch(), kept between runs.  A run waits on them with its own
         # intake, wake-up socket and capacity fds added (and takes those out
@@ -384,7 +363,7 @@ class Loop:
         waiter = None
         try:
             deadline = None if timeout is None else time.monotonic() + timeout
-            waiter = self._waiter = self._new_waiter(None, _nothing)
+            waiter = self._waiter = self._new_waiter(None, nothing)
             return self._run(waiter, True, None, deadline)
         finally:
             with self._lock:
@@ -393,9 +372,9 @@ class Loop:
             if waiter is not None:
                 waiter.end()
 
-    def _new_waiter(self, wake: socket.socket | None, woken: Callback) -> _Waiter:
+    def _new_waiter(self, wake: socket.socket | None, woken: Callback) -> Waiter:
         """What a run starting now waits with: a new poller, on the sources watched so far."""
-        return _Waiter(self._epoll, wake, woken, self._readers, self._writers)
+        return Waiter(self._epoll, wake, woken, self._readers, self._writers)
 
     def _busy(self) -> str:
         # Called with the lock held, while a run is in progress.
@@ -403,7 +382,7 @@ class Loop:
         name = "?" if self._running is None else self._running.name
         return f"{what} is already running in {name}"
 
-    def _run(self, waiter: _Waiter, once: bool, interval_ms: float | None, deadline: float | None) -> bool:
+    def _run(self, waiter: Waiter, once: bool, interval_ms: float | None, deadline: float | None) -> bool:
         """The one wait path: ``serve_forever``'s (*once* false) and ``handle_request``'s.
 
         Waits at most *interval_ms* milliseconds at a time (``None``: no
@@ -419,7 +398,7 @@ class Loop:
         known = {fd: _identity(fd) for fd in intake}
         if not intake or None in known.values():
             return False
-        service = _nothing if once else run.service
+        service = nothing if once else run.service
         capacity, settled = run.capacity, run.settled
         poller, readers, writers = waiter.poller, waiter.readers, waiter.writers
         timers = self._timers
@@ -500,7 +479,7 @@ class Loop:
                     if capacity is not None and capacity() is not None:
                         limited = True
                 service()
-        except _IntakeClosed:
+        except IntakeClosed:
             return False
 
     def _woken(self) -> None:
@@ -614,7 +593,7 @@ class Loop:
 
         Returns the back-off in seconds (``0.0``: none).
         """
-        if exc.errno not in _CAPACITY_ERRNOS:
+        if exc.errno not in capacity_errnos:
             report(logger, _DEBUG, "%s on %s failed: %s", call, where, exc)
             return 0.0
         now = time.monotonic()
@@ -689,7 +668,7 @@ class Loop:
             except OSError:  # the buffer is full: a wake-up is already pending
                 pass
 
-    def _rewake(self, waiter: _Waiter) -> bool:
+    def _rewake(self, waiter: Waiter) -> bool:
         """Try again to make the wake-up socketpair; whether it was made."""
         wake = _wake_pair()
         if wake is None:
@@ -704,7 +683,7 @@ class Loop:
         intake: dict[int, Callback],
         capacity: Callable[[], Sequence[int] | None] | None,
         timeout: float | None,
-        waiter: _Waiter,
+        waiter: Waiter,
     ) -> float | None:
         """Open or close the intake for the next wait, under a back-off or a capacity limit.
 
@@ -726,74 +705,6 @@ class Loop:
         return timeout
 
 
-class _Poller:
-    """What one run waits with: ``poll``, or ``epoll`` once the run waits on many fds.
-
-    ``register(fd, mask)``, ``modify(fd, mask)``, ``unregister(fd)`` and
-    ``wait(timeout_ms) -> [(fd, flags), ...]``, the same calls either way.
-    Masks and flags are in ``poll``'s bits (``epoll``'s are the same numbers);
-    timeouts in milliseconds, ``poll``'s unit: with ``poll`` the calls are its
-    own methods, with nothing in between.
-
-    Args:
-        grows: whether it may move to ``epoll`` (:meth:`to_epoll`).
-    """
-
-    __slots__ = ("_epoll_poll", "_forget", "close", "fileno", "grows", "modify", "register", "unregister", "wait")
-
-    def __init__(self, grows: bool) -> None:
-        poll = select.poll()
-        self.register: Callable[[int, int], None] = poll.register
-        self.modify: Callable[[int, int], None] = poll.modify
-        self.wait: Callable[[float | None], list[tuple[int, int]]] = poll.poll
-        self._forget: Callable[[int], None] = poll.unregister
-        self.unregister: Callable[[int], None] = poll.unregister  # (an fd registered, with poll)
-        self._epoll_poll: Callable[[float | None], list[tuple[int, int]]] = poll.poll  # (epoll's, once moved)
-        self.close: Callable[[], None] = _nothing
-        # The poller's own fd (poll has none).
-        self.fileno = -1
-        self.grows = grows
-
-    def to_epoll(self, masks: Mapping[int, int]) -> bool:
-        """Wait with ``epoll`` from now on, on *masks* (fd -> mask); ``False`` if no fd is free for it.
-
-        An fd of *masks* that is closed already is left out (``poll`` would
-        have reported it).
-        """
-        self.grows = False
-        try:
-            epoll = select.epoll()
-        except OSError as exc:
-            if exc.errno in _CAPACITY_ERRNOS:
-                return False
-            raise
-        for fd, mask in masks.items():
-            try:
-                epoll.register(fd, mask)
-            except OSError as exc:
-                # Closed already -- or closed, and the number is the epoll fd's now.
-                if exc.errno != errno.EBADF and fd != epoll.fileno():
-                    epoll.close()
-                    raise
-        self.register, self.modify, self._forget = epoll.register, epoll.modify, epoll.unregister
-        self.unregister = self._unregister
-        self._epoll_poll = epoll.poll
-        self.wait = self._wait_seconds
-        self.close = epoll.close
-        self.fileno = epoll.fileno()
-        return True
-
-    def _wait_seconds(self, timeout: float | None) -> list[tuple[int, int]]:
-        # epoll.poll takes seconds.
-        return self._epoll_poll(None if timeout is None else timeout / 1000)
-
-    def _unregister(self, fd: int) -> None:
-        try:
-            self._forget(fd)
-        except OSError:  # (epoll) closed already, or the number is another file's now
-            pass
-
-
 def _bad_watch(fd: int, on_read: Callback | None, on_write: Callback | None) -> None:
     """Raise the error :meth:`Loop.watch`'s arguments deserve."""
     if not isinstance(fd, int):
@@ -801,178 +712,3 @@ def _bad_watch(fd: int, on_read: Callback | None, on_write: Callback | None) -> 
     if fd < 0:
         raise ValueError(f"watch({fd!r}): not a file descriptor")
     raise ValueError(f"watch({fd!r}): no callback (on_read and on_write are both None; unwatch() stops watching)")
-
-
-class _Waiter:
-    """What one run waits on: its poller, and the callbacks of every fd it waits on.
-
-    Registrations change only when what the loop waits for changes (the
-    intake opens or closes, a source is watched, unwatched or watched
-    differently), so a busy loop pays for one wait system call per wake-up
-    and nothing more.
-
-    Args:
-        epoll: the loop's switch (see :class:`Loop`).
-        wake: the loop's wake-up socket, if it has one.
-        woken: what to call when it is readable.
-        readers, writers: the loop's tables of watched sources (fd -> read
-            callback, fd -> write callback), waited on from now on; the run
-            adds its own fds to them, and :meth:`end` takes those out again.
-    """
-
-    __slots__ = ("extra", "intake", "intake_open", "poller", "readers", "wake", "wake_fd", "writers")
-
-    def __init__(
-        self,
-        epoll: bool | None,
-        wake: socket.socket | None,
-        woken: Callback,
-        readers: dict[int, Callback],
-        writers: dict[int, Callback],
-    ) -> None:
-        self.poller = _Poller(grows=_HAVE_EPOLL if epoll is None else epoll)
-        # fd -> read callback, fd -> write callback, of every fd waited on
-        # now (the wake-up socket's empties it; a capacity fd's does nothing:
-        # the wait is over), and how many fds that is.
-        self.readers = readers
-        self.writers = writers
-        if epoll:
-            self.poller.to_epoll({})
-        # The sources watched before this run.
-        masks = dict.fromkeys(readers, _READ)
-        for fd in writers:
-            masks[fd] = masks.get(fd, 0) | _WRITE
-        for fd, mask in masks.items():
-            try:
-                self.poller.register(fd, mask)
-            except OSError as exc:  # closed since (its number maybe the epoll fd's now): forgotten
-                if exc.errno != errno.EBADF and fd != self.poller.fileno:
-                    self.poller.close()
-                    raise
-                readers.pop(fd, None)
-                writers.pop(fd, None)
-        if len(readers) + len(writers) > _POLL_MOST and self.poller.grows:
-            self._grow()
-        self.wake: socket.socket | None = None
-        self.wake_fd = -1
-        if wake is not None:
-            self.wake_with(wake, woken)
-        self.intake_open = False
-        # The run's intake (fd -> callback), once opened.
-        self.intake: dict[int, Callback] | None = None
-        # Capacity fds waited on while the intake is closed.
-        self.extra: tuple[int, ...] = ()
-
-    def wake_with(self, wake: socket.socket, woken: Callback) -> None:
-        """Wait on *wake*, the loop's wake-up socket, from now on, and call *woken* when it is readable."""
-        self.wake = wake
-        self.wake_fd = wake.fileno()
-        self.watch(self.wake_fd, woken, None)
-
-    def watch(self, fd: int, on_read: Callback | None, on_write: Callback | None) -> bool:
-        """Wait on *fd* for what its callbacks are for, from now on; ``False`` if it is closed (then it is not)."""
-        readers, writers = self.readers, self.writers
-        if on_write is None and fd not in readers and fd not in writers:  # the common case: a new reader
-            try:
-                self.poller.register(fd, _READ)
-            except OSError as exc:
-                return self._gone(fd, exc)
-            readers[fd] = on_read  # type: ignore[assignment]  # (not None: Loop.watch says so)
-            if len(readers) > _POLL_MOST and self.poller.grows:
-                self._grow()
-            return True
-        was = (_READ if fd in readers else 0) | (_WRITE if fd in writers else 0)
-        mask = (0 if on_read is None else _READ) | (0 if on_write is None else _WRITE)
-        poller = self.poller
-        try:
-            if not was:
-                poller.register(fd, mask)
-            elif mask != was:
-                try:
-                    poller.modify(fd, mask)
-                except FileNotFoundError:  # (epoll) closed and the number reused since: a new file
-                    poller.register(fd, mask)
-        except OSError as exc:
-            return self._gone(fd, exc)
-        if on_read is None:
-            readers.pop(fd, None)
-        else:
-            readers[fd] = on_read
-        if on_write is None:
-            writers.pop(fd, None)
-        else:
-            writers[fd] = on_write
-        if not was and len(readers) + len(writers) > _POLL_MOST and poller.grows:
-            self._grow()
-        return True
-
-    def _gone(self, fd: int, exc: OSError) -> bool:
-        """Registering *fd* failed with *exc*: (epoll) closed already -- or closed, and the number is
-        the epoll fd's now: forgotten, as poll's POLLNVAL has it.  Anything else is raised."""
-        if exc.errno != errno.EBADF and fd != self.poller.fileno:
-            raise exc
-        self.unwatch(fd)
-        return False
-
-    def _grow(self) -> None:
-        """Wait with epoll from now on (the run waits on many fds)."""
-        masks = dict.fromkeys(self.readers, _READ)
-        for each in self.writers:
-            masks[each] = masks.get(each, 0) | _WRITE
-        self.poller.to_epoll(masks)
-
-    def unwatch(self, fd: int) -> None:
-        writers = self.writers
-        if self.readers.pop(fd, None) is not None or writers and writers.pop(fd, None) is not None:
-            writers.pop(fd, None)
-            self.poller.unregister(fd)
-
-    def open_intake(self, intake: dict[int, Callback]) -> None:
-        """Wait on the intake (and no capacity fd) from now on.
-
-        Raises:
-            _IntakeClosed: an intake fd is closed (epoll says so here).
-        """
-        self.intake = intake
-        if not self.intake_open:
-            self._extra(())
-            for fd, callback in intake.items():
-                if not self.watch(fd, callback, None):
-                    raise _IntakeClosed(fd)
-            self.intake_open = True
-
-    def close_intake(self, intake: Mapping[int, Callback], extra: Sequence[int]) -> None:
-        """Leave the intake out of the wait, and wait on *extra* instead."""
-        if self.intake_open:
-            for fd in intake:
-                self.unwatch(fd)
-            self.intake_open = False
-        self._extra(extra)
-
-    def _extra(self, extra: Sequence[int]) -> None:
-        if extra or self.extra:
-            extra = tuple(extra)
-            if extra != self.extra:
-                for fd in self.extra:
-                    self.unwatch(fd)
-                for fd in extra:
-                    self.watch(fd, _nothing, None)
-                self.extra = extra
-
-    def end(self) -> None:
-        """The run is over: take its own fds out of the tables (the sources stay), close the poller."""
-        if self.intake is not None:
-            self.close_intake(self.intake, ())
-        self._extra(())
-        if self.wake_fd >= 0:
-            self.unwatch(self.wake_fd)
-        self.poller.close()
-
-    def drain(self) -> None:
-        """Empty the wake-up socket."""
-        assert self.wake is not None
-        try:
-            while self.wake.recv(4096):
-                pass
-        except OSError:
-            pass

@@ -28,7 +28,7 @@ from typing import Final, Generic, TypeVar, cast, final
 
 from ..abc import Request, WorkerTraits, Workers
 from ..connections import _traffic
-from ..events import AcceptFailed, Accepted, Connection, ConnectionClosed, HandlerFinished, HandlerStarted
+from ..events import AcceptFailed, Accepted, ConnectionClosed, HandlerFinished, HandlerStarted
 from ..events import Rejected, StageFailed
 from .admission import Limits
 from .books import Books
