@@ -6,6 +6,7 @@ import gc
 import os
 import shutil
 import signal
+import socket
 import tempfile
 import threading
 import time
@@ -16,6 +17,24 @@ import pytest
 
 #: The bound on every wait in the tests, in seconds.  Never a sleep: only a limit.
 TIMEOUT = 10.0
+
+
+def _has_ipv6_loopback() -> bool:
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as probe:
+            probe.bind(("::1", 0))
+    except OSError:
+        return False
+    return True
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Tests marked ``ipv6`` need an IPv6 loopback: on a machine without one they are skipped, saying so."""
+    if any(item.get_closest_marker("ipv6") for item in items) and not _has_ipv6_loopback():
+        skip = pytest.mark.skip(reason="no IPv6 loopback (::1) on this machine")
+        for item in items:
+            if item.get_closest_marker("ipv6"):
+                item.add_marker(skip)
 
 
 def _open_fds() -> set[str]:

@@ -16,16 +16,7 @@ from servekit.testing import datagram_exchange, serving, stream_exchange
 TIMEOUT = 10.0
 
 
-def _has_ipv6_loopback() -> bool:
-    try:
-        with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as probe:
-            probe.bind(("::1", 0))
-    except OSError:
-        return False
-    return True
-
-
-needs_ipv6 = pytest.mark.skipif(not _has_ipv6_loopback(), reason="no IPv6 loopback (::1) on this machine")
+needs_ipv6 = pytest.mark.ipv6
 
 
 def tell_peer(conn: StreamConnection[IPAddress]) -> None:

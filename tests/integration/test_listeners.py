@@ -40,18 +40,6 @@ from servekit.testing import EventLog, datagram_exchange, recv_line, serving
 TIMEOUT = 10.0
 
 
-def _has_ipv6_loopback() -> bool:
-    try:
-        with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as probe:
-            probe.bind(("::1", 0))
-    except OSError:
-        return False
-    return True
-
-
-HAS_IPV6 = _has_ipv6_loopback()
-
-
 def where(conn: StreamConnection[Address]) -> None:
     """Answer with the address of the listener the connection came through."""
     line = conn.rfile.readline()
@@ -73,19 +61,14 @@ def connect(address: Address) -> socket.socket:
 
 @pytest.fixture
 def transports(short_tmp: Path) -> tuple[Transport[StreamConnection[Address], Address], ...]:
-    """127.0.0.1, ::1 (if there is one) and a Unix socket."""
-    found: list[Transport[StreamConnection[Address], Address]] = [tcp("127.0.0.1", 0)]
-    if HAS_IPV6:
-        found.append(tcp("::1", 0))
-    found.append(unix_stream(str(short_tmp / "s.sock")))
-    return tuple(found)
+    """127.0.0.1, ::1 and a Unix socket (the tests that take them are marked ipv6)."""
+    return (tcp("127.0.0.1", 0), tcp("::1", 0), unix_stream(str(short_tmp / "s.sock")))
 
 
+@pytest.mark.ipv6
 def test_one_server_serves_every_listener_and_counts_them_together(
     transports: tuple[Transport[StreamConnection[Address], Address], ...], short_tmp: Path
 ) -> None:
-    if not HAS_IPV6:
-        pytest.skip("no IPv6 loopback (::1) on this machine: the test needs 127.0.0.1, ::1 and a Unix socket")
     log = EventLog()
     spec = server(transports, where, dispatcher=threaded(), on_event=log)
     with serving(spec.bind(), poll_interval=0.05) as bound:
@@ -108,6 +91,7 @@ def test_one_server_serves_every_listener_and_counts_them_together(
     assert not os.path.exists(short_tmp / "s.sock")  # close removed the socket file
 
 
+@pytest.mark.ipv6
 def test_a_drain_covers_every_listener(transports: tuple[Transport[StreamConnection[Address], Address], ...]) -> None:
     """Connections on each listener, in flight when the drain begins, are finished; then every listener is closed."""
     release = threading.Event()

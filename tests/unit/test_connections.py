@@ -34,16 +34,7 @@ R = TypeVar("R")
 A = TypeVar("A")
 
 
-def _has_ipv6_loopback() -> bool:
-    try:
-        with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as probe:
-            probe.bind(("::1", 0))
-    except OSError:
-        return False
-    return True
-
-
-IP_HOSTS = ["127.0.0.1", pytest.param("::1", marks=pytest.mark.skipif(not _has_ipv6_loopback(), reason="no ::1"))]
+IP_HOSTS = ["127.0.0.1", pytest.param("::1", marks=pytest.mark.ipv6)]
 
 
 @pytest.fixture

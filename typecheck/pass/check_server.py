@@ -231,21 +231,8 @@ server(tcp("127.0.0.1", 0), echo).bind().close_clients(lambda c: c.peer[0] == "1
 
 # Workers may declare what they are (optional; only makes serving cheaper).
 @attrs.define
-class DeclaredWorkers(Generic[_R]):
-    host: WorkerHost[_R]
+class DeclaredWorkers(CountingWorkers[_R]):
     traits: WorkerTraits = WorkerTraits("loop", capacity=False, service=False)
-
-    def dispatch(self, request: _R, /) -> None:
-        self.host.run(request)
-
-    def capacity(self) -> Sequence[int] | None:
-        return None
-
-    def service_actions(self) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
 
 
 def declared(host: WorkerHost[IPStream]) -> Workers[IPStream]:
