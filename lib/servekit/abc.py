@@ -164,8 +164,9 @@ class WorkerHost(Protocol[_ReqT_contra]):
     def discard(self, request: _ReqT_contra, /) -> None:
         """In the parent, once a child process has been made to :meth:`run` *request*: drop this process's copy.
 
-        The request stays live in the server's books until the child reports
-        its end (or exits without doing so).
+        Called from the workers' ``dispatch``, in the serving thread.  The
+        request stays live in the server's books until the child reports its
+        end (or exits without doing so).
         """
         ...
 
@@ -186,7 +187,9 @@ class WorkerHost(Protocol[_ReqT_contra]):
 
         The server notices a child that exits without reporting anyway (on
         Linux, through a pidfd); a dispatcher that reaps its children can call
-        this to give the exact status (``-9``: killed by ``SIGKILL``).
+        this to give the exact status (``-9``: killed by ``SIGKILL``).  From
+        the serving thread (the workers' ``capacity`` or ``service_actions``),
+        or once the server's loop has stopped (their ``close``).
         """
         ...
 

@@ -140,7 +140,7 @@ class HandlerFinished(NamedTuple):
 
 
 class ChildFailed(Exception):
-    """A forked child's handler raised, or the child died: what the parent knows of it."""
+    """A child process's handler (or a stage before it) raised, or the child died: what the parent knows of it."""
 
 
 class StageFailed(NamedTuple):

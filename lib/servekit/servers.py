@@ -328,9 +328,11 @@ def _limits(admission: Admission | None) -> Admission | None:
 def _listen_all(spec: Server[_ReqT, _AddrT]) -> list[Intake[_ReqT, _AddrT]]:
     """Listen on every transport, in order; close what was opened if one fails or they do not fit together."""
     intakes: list[Intake[_ReqT, _AddrT]] = []
+    listeners: list[Listener[_AddrT]] = []
     try:
         for transport in spec.transports:
             listener: Listener[_AddrT] = transport.listen()
+            listeners.append(listener)
             intakes.append(Intake(listener, transport.acceptor()))
         types = {intake.listener.socket.type for intake in intakes}
         names = ", ".join(intake.listener.name for intake in intakes)
@@ -339,8 +341,8 @@ def _listen_all(spec: Server[_ReqT, _AddrT]) -> list[Intake[_ReqT, _AddrT]]:
         if types == {socket.SOCK_DGRAM}:
             _stream_only(spec, names)
     except BaseException:
-        for intake in intakes:
-            intake.listener.close()
+        for listener in listeners:
+            listener.close()
         raise
     return intakes
 

@@ -24,6 +24,7 @@ from servekit import (
     IPAddress,
     Rejected,
     StreamConnection,
+    first_line,
     server,
     tcp,
     threaded,
@@ -289,3 +290,22 @@ class TestStartFailures:
             server(tcp("127.0.0.1", 0), lambda conn: None, dispatcher=Dispatching()).bind()
         assert closed == [True]
         assert self.open_fds() - before == set()
+
+
+class TestGateAndLimit:
+    def test_what_passed_the_gate_is_served_when_the_server_holds_its_limit(self) -> None:
+        """A connection past the gate was admitted already: the limit holds back the intake, not it."""
+
+        def echo(conn: Conn) -> None:
+            conn.wfile.write(conn.rfile.readline())
+
+        spec = server(
+            tcp("127.0.0.1", 0),
+            echo,
+            dispatcher=threaded(),
+            gate=first_line(timeout=TIMEOUT),
+            admission=Admission(max_connections=1),
+        )
+        with serving(spec.bind(), poll_interval=0.05) as bound:
+            for _ in range(2):  # the limit held, then free again
+                assert stream_exchange(bound.address, b"through\n", timeout=TIMEOUT) == b"through\n"

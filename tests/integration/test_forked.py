@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import resource
 import select
 import signal
 import socket
@@ -260,3 +261,47 @@ def test_what_a_gate_lets_through_waits_for_max_children() -> None:
                 os.kill(pid, signal.SIGKILL)
         closed = log.wait_for(ConnectionClosed, 9, timeout=TIMEOUT)
     assert [c.reason for c in closed] == ["finished"] * 9
+
+
+def test_no_busy_loop_once_children_that_filled_max_children_exit() -> None:
+    """A child forked while the loop waits on its siblings' pidfds must not keep them in the loop's epoll set.
+
+    Ten children fill max_children (the loop waits on their pidfds, on epoll:
+    more than eight fds); one ends and an eleventh is forked; the other nine
+    end while it runs.  Their pidfds, closed by the parent, must leave the
+    loop's wait: had the eleventh child inherited them, epoll would report
+    them ready for as long as it lives, and the loop would spin.
+    """
+
+    def handler(conn: StreamConnection[IPAddress]) -> None:
+        conn.rfile.readline()
+        conn.wfile.write(b"started\n")
+        conn.rfile.readline()  # the test's go
+        conn.wfile.write(b"done\n")
+
+    def cpu() -> float:
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        return usage.ru_utime + usage.ru_stime
+
+    with serving(server(tcp("127.0.0.1", 0), handler, dispatcher=forked(max_children=10)).bind()) as bound:
+        clients = [socket.create_connection(bound.address, timeout=TIMEOUT) for _ in range(11)]
+        try:
+            for client in clients[:10]:
+                client.sendall(b"hello\n")
+                assert recv_line(client) == b"started\n"
+            clients[0].sendall(b"go\n")
+            assert recv_line(clients[0]) == b"done\n"
+            clients[10].sendall(b"hello\n")  # forked once the first child is reaped
+            assert recv_line(clients[10]) == b"started\n"
+            for client in clients[1:10]:
+                client.sendall(b"go\n")
+                assert recv_line(client) == b"done\n"
+            before, began = cpu(), time.monotonic()
+            threading.Event().wait(1.0)  # the window measured: the server has nothing to do in it
+            share = (cpu() - before) / (time.monotonic() - began)
+            clients[10].sendall(b"go\n")
+            assert recv_line(clients[10]) == b"done\n"
+        finally:
+            for client in clients:
+                client.close()
+    assert share < 0.3, f"the serving process used {share:.0%} of a core while it had nothing to do"

@@ -15,6 +15,7 @@ import collections
 import os
 import signal
 import socket
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from types import FrameType
@@ -287,3 +288,61 @@ def test_an_undeclared_inline_dispatcher_is_booked_as_inline() -> None:
             log.wait_for(ConnectionClosed, 3, timeout=TIMEOUT)
             results.append((summary(log.events), counts(bound.stats())))
     assert results[0] == results[1]
+
+
+class DyingForking:
+    """A process per request whose child dies before it runs the request (a dispatcher's bug, an OOM kill)."""
+
+    def start(self, host: WorkerHost[R], /) -> Workers[R]:
+        return DyingWorkers(host)
+
+
+class DyingWorkers(UserForkingWorkers[R]):
+    def dispatch(self, request: R, /) -> None:
+        pid = os.fork()
+        if pid == 0:
+            try:
+                self.host.close_inherited()
+            finally:
+                os._exit(3)
+        self.pids.add(pid)
+        self.host.discard(request)
+
+
+def test_a_child_that_dies_before_it_runs_its_request_ends_that_request() -> None:
+    log = EventLog()
+    spec = server(tcp("127.0.0.1", 0), lambda conn: None, dispatcher=DyingForking(), on_event=log)
+    with serving(spec.bind(), poll_interval=0.05) as bound:
+        with socket.create_connection(bound.address, timeout=TIMEOUT) as client:
+            assert client.recv(1) == b""
+        [closed] = log.wait_for(ConnectionClosed, timeout=TIMEOUT)
+        stats = bound.stats()
+    [ended] = log.of(HandlerFinished)
+    assert isinstance(ended.exception, ChildFailed) and "exited" in str(ended.exception)
+    assert closed.reason == "finished"
+    assert stats.connections_active == 0 and stats.connections_closed_total == 1
+
+
+@pytest.mark.parametrize("dispatcher", FORKING, ids=["forked", "user-forking"])
+def test_close_books_the_children_it_waited_for(dispatcher: Callable[[], Dispatcher]) -> None:
+    """close() waits for the children (block_on_close); their ends are booked before it returns."""
+    log = EventLog()
+
+    def slow(conn: Conn) -> None:
+        conn.socket.sendall(b"started\n")
+        conn.rfile.readline()
+        conn.wfile.write(b"done\n")
+
+    bound = server(tcp("127.0.0.1", 0), slow, dispatcher=dispatcher(), on_event=log).bind()
+    with serving(bound, poll_interval=0.05), socket.create_connection(bound.address, timeout=TIMEOUT) as client:
+        assert recv_line(client) == b"started\n"
+        bound.shutdown()
+        closer = threading.Thread(target=bound.close)
+        closer.start()
+        client.sendall(b"go\n")
+        assert recv_line(client) == b"done\n"
+        closer.join(TIMEOUT)
+        assert not closer.is_alive()
+        stats = bound.stats()
+    assert stats.connections_active == 0 and stats.connections_closed_total == 1
+    assert [c.reason for c in log.of(ConnectionClosed)] == ["finished"]

@@ -7,12 +7,26 @@ over a real loopback listener.
 
 from __future__ import annotations
 
+import os
 import socket
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
-from servekit import ConnectionClosed, HandlerFinished, HandlerStarted, IPAddress, StageFailed, StreamConnection, tcp
+import pytest
+
+from servekit import (
+    ChildFailed,
+    ConnectionClosed,
+    Dispatcher,
+    HandlerFinished,
+    HandlerStarted,
+    IPAddress,
+    StageFailed,
+    StreamConnection,
+    forked,
+    tcp,
+)
 from servekit._runtime.lifecycle import Runtime
 from servekit._runtime.wiring import Intake, Stage, Wiring
 from servekit.dispatchers import threaded
@@ -24,7 +38,13 @@ Conn = StreamConnection[IPAddress]
 
 
 @contextmanager
-def running(stages: tuple[Stage[Conn], ...], handler: Callable[[Conn], object], log: EventLog) -> Iterator[Runtime[Conn, IPAddress]]:
+def running(
+    stages: tuple[Stage[Conn], ...],
+    handler: Callable[[Conn], object],
+    log: EventLog,
+    dispatcher: Dispatcher = threaded(),
+    failures: list[BaseException] | None = None,
+) -> Iterator[Runtime[Conn, IPAddress]]:
     transport = tcp("127.0.0.1", 0)
     errors: list[Exception] = []
     wiring: Wiring[Conn] = Wiring(
@@ -39,8 +59,17 @@ def running(stages: tuple[Stage[Conn], ...], handler: Callable[[Conn], object], 
         timeout=None,
         service_actions=None,
     )
-    runtime: Runtime[Conn, IPAddress] = Runtime([Intake(transport.listen(), transport.acceptor())], threaded(), wiring)
-    thread = threading.Thread(target=runtime.serve_forever, args=(0.05,))
+    runtime: Runtime[Conn, IPAddress] = Runtime([Intake(transport.listen(), transport.acceptor())], dispatcher, wiring)
+
+    def serve() -> None:
+        try:
+            runtime.serve_forever(0.05)
+        except BaseException as exc:  # noqa: BLE001 - what a test expects to leave the loop
+            if failures is None:
+                raise
+            failures.append(exc)
+
+    thread = threading.Thread(target=serve)
     thread.start()
     try:
         yield runtime
@@ -93,3 +122,40 @@ def test_a_failing_stage_ends_the_request_with_its_name_and_is_counted_apart() -
     assert stats.handler_errors_total == 0 and stats.handler_duration_seconds_count == 0
     assert stats.connections_closed_total == 1 and stats.connections_active == 0
     assert 'servekit_stage_errors_total{stage="handshake"} 1' in stats.prometheus()
+
+
+def test_a_stage_that_raises_system_exit_ends_its_request_and_stops_the_server() -> None:
+    def leave(conn: Conn) -> Conn:
+        raise SystemExit(4)
+
+    log = EventLog()
+    failures: list[BaseException] = []
+    with running((Stage("leaving", leave),), print, log, failures=failures) as runtime:
+        with socket.create_connection(runtime.listeners[0].address, timeout=TIMEOUT) as client:
+            assert client.recv(1) == b""  # released: closed, not left open
+        [closed] = log.wait_for(ConnectionClosed, timeout=TIMEOUT)
+        stats = runtime.stats()
+    assert closed.reason == "leaving"
+    assert stats.connections_active == 0
+    assert [type(f) for f in failures] == [SystemExit]
+
+
+@pytest.mark.fork
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_a_stage_failing_in_a_child_is_reported_by_the_parent() -> None:
+    """The child keeps no books and makes no events: the parent reports the stage's failure."""
+
+    def refuse(conn: Conn) -> Conn:
+        raise ConnectionError("no handshake")
+
+    log = EventLog()
+    with running((Stage("handshake", refuse),), print, log, dispatcher=forked()) as runtime:
+        with socket.create_connection(runtime.listeners[0].address, timeout=TIMEOUT) as client:
+            assert client.recv(1) == b""
+        [closed] = log.wait_for(ConnectionClosed, timeout=TIMEOUT)
+        stats = runtime.stats()
+    [failed] = log.of(StageFailed)
+    assert failed.stage == "handshake"
+    assert isinstance(failed.exception, ChildFailed) and str(failed.exception) == "the handshake stage raised ConnectionError"
+    assert closed.reason == "handshake" and log.of(HandlerFinished) == []
+    assert stats.stage_errors_total == 1 and stats.handler_duration_seconds_count == 0

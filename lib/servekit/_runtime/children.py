@@ -96,7 +96,7 @@ def _exit_status(pid: int, pidfd: int) -> int | None:
 class Children(Generic[_ReqT]):
     """The parent's view of the requests its children handle, and a child's reports to it."""
 
-    __slots__ = ("_blind", "_ended", "_held", "_lock", "_loop", "_pids", "_reader", "_writer")
+    __slots__ = ("_blind", "_ended", "_held", "_keys", "_lock", "_loop", "_pids", "_reader", "_writer")
 
     def __init__(self, loop: Loop, ended: Ended[_ReqT]) -> None:
         self._loop = loop
@@ -107,7 +107,9 @@ class Children(Generic[_ReqT]):
         self._held: dict[int, tuple[_ReqT, float]] = {}
         # key -> (pid, pidfd or -1) of the children that reported their start.
         self._pids: dict[int, tuple[int, int]] = {}
-        # The keys of those among them that have no pidfd (looked at by tend()).
+        # pid -> key, the other way round; the keys of those that have no
+        # pidfd (looked at by tend()).
+        self._keys: dict[int, int] = {}
         self._blind: set[int] = set()
         # The loop's thread and a reaper (close, a drain) both read the pipe.
         self._lock = threading.Lock()
@@ -138,7 +140,8 @@ class Children(Generic[_ReqT]):
                 continue
             failure = None
             if failed:
-                failure = ChildFailed(f"the handler raised {_text(name)}")
+                what = "handler" if not stage.rstrip(b"\0") else f"{_text(stage)} stage"
+                failure = ChildFailed(f"the {what} raised {_text(name)}")
             traffic = (None if bytes_in < 0 else bytes_in, None if bytes_out < 0 else bytes_out)
             self._end(key, None if stage.rstrip(b"\0") else seconds, failure, _text(stage) or None, traffic)
         return len(data) // size
@@ -146,15 +149,27 @@ class Children(Generic[_ReqT]):
     def _started(self, key: int, pid: int) -> None:
         if key not in self._held:
             return
-        fd = -1
-        if hasattr(os, "pidfd_open"):
-            try:
-                fd = os.pidfd_open(pid)
-            except OSError:  # gone and reaped already, or no fd free: looked at by tend()
-                pass
-            else:
+        previous = self._keys.get(pid)
+        if previous == key:
+            return
+        if previous is not None:
+            # That child said earlier it ran another request (a dispatcher
+            # that forks other than in its dispatch); this record is its run's.
+            pid, fd = self._pids.pop(previous)
+            self._blind.discard(previous)
+            if fd >= 0:
                 self._loop.watch(fd, partial(self._gone, key))
+        else:
+            fd = -1
+            if hasattr(os, "pidfd_open"):
+                try:
+                    fd = os.pidfd_open(pid)
+                except OSError:  # gone and reaped already, or no fd free: looked at by tend()
+                    pass
+                else:
+                    self._loop.watch(fd, partial(self._gone, key))
         self._pids[key] = (pid, fd)
+        self._keys[pid] = key
         if fd < 0:
             self._blind.add(key)
 
@@ -201,6 +216,7 @@ class Children(Generic[_ReqT]):
     ) -> None:
         entry = self._held.pop(key, None)
         pid, fd = self._pids.pop(key, (0, -1))
+        self._keys.pop(pid, None)
         self._blind.discard(key)
         if fd >= 0:
             self._loop.unwatch(fd)
@@ -213,14 +229,19 @@ class Children(Generic[_ReqT]):
         self._ended(request, "finished" if stage is None else stage, None, seconds, failure, stage, traffic, True)
 
     def exited(self, pid: int, status: int) -> None:
-        """The dispatcher reaped child *pid* with *status* (any thread that reaps)."""
-        for _ in range(2):
-            for key, (known, _fd) in list(self._pids.items()):
-                if known == pid:
-                    self._gone(key, status, known=True)
-                    return
-            # Not known yet: its start record may still be in the pipe.
-            self.read()
+        """The dispatcher reaped child *pid* with *status* (in the serving thread, or once the loop has stopped)."""
+        if pid not in self._keys:
+            self.read()  # its start record may still be in the pipe
+        key = self._keys.get(pid)
+        if key is not None:
+            self._gone(key, status, known=True)
+
+    def settle(self) -> None:
+        """The workers are closed: book the ends the children reported, and those of children gone silent."""
+        while self.read():
+            pass
+        for key in list(self._pids):
+            self._gone(key)
 
     def terminate(self, grace: float) -> None:
         """Stop every child still holding a request: ``SIGTERM``, then ``SIGKILL`` after *grace* seconds.
@@ -274,9 +295,18 @@ class Children(Generic[_ReqT]):
     # -- in the child ----------------------------------------------------------------------
 
     def become_child(self) -> None:
-        """In a new child process: it keeps no books, it reports to the parent."""
+        """In a new child process: it keeps no books, it reports to the parent.
+
+        The parent's pidfds are closed here too (see ``ChildWorkers.dispatch``).
+        """
         os.close(self._reader)
         self._reader = -1
+        for _, fd in self._pids.values():
+            if fd >= 0:
+                os.close(fd)
+        self._pids.clear()
+        self._keys.clear()
+        self._blind.clear()
 
     def report_start(self, request: _ReqT) -> None:
         """In the child: its ``run`` of *request* begins."""
@@ -290,7 +320,8 @@ class Children(Generic[_ReqT]):
         stage: str | None,
         traffic: tuple[int | None, int | None],
     ) -> None:
-        """In the child: *request* ended (dropped if the pipe is full: the parent learns it from the exit)."""
+        """In the child: *request* ended (dropped if the pipe is full: the parent learns the end from the
+        child's exit, through the pidfd it opened at the child's start record)."""
         bytes_in, bytes_out = traffic
         self._write(
             _RECORD.pack(

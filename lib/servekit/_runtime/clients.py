@@ -82,6 +82,10 @@ class Clients(Generic[_ReqT, _WhereT]):
                 continue
             chosen.append(connection)
             self._closing[key] = "aborted" if abort else reason
+            if key not in self._books.live:  # ended meanwhile (a worker's end): nothing to close
+                self._closing.pop(key, None)
+                chosen.pop()
+                continue
             if abort:
                 try:
                     sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_0)
@@ -111,6 +115,8 @@ class Clients(Generic[_ReqT, _WhereT]):
                 continue
             if key in self._books.live:
                 _shut(socket_of(request), reason == "aborted")
+            else:  # ended meanwhile: its reason must not go to a later request with its id
+                self._closing.pop(key, None)
 
     def cut(self) -> tuple[list[Connection[object]], int]:
         """Cut every request left (on the loop's thread, or with no loop running).

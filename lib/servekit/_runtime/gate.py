@@ -6,9 +6,10 @@ the bytes it wants are there: the loop wakes for it only when they are (on
 TCP the kernel wakes it then, ``SO_RCVLOWAT``), it only peeks, and it closes
 the connection if the client leaves or the stage's timeout passes first.
 :class:`Parking` does that for every loop-side stage, and also holds the
-connections that passed them all while the workers (or the admission
-limit) have no room: what a gate lets through waits for capacity like
-everything else, in the order it came, ahead of new connections.
+connections that passed them all while the workers have no room: what a
+gate lets through waits for capacity like everything else, in the order it
+came, ahead of new connections.  :func:`room` is the loop's capacity check
+that dispatches them.
 
 Everything here runs on the loop's thread.
 """
@@ -20,7 +21,7 @@ import itertools
 import socket
 import sys
 import time
-from collections.abc import Callable, Sequence, Sized
+from collections.abc import Callable, Collection, Sequence, Sized
 from functools import partial
 from typing import Final, Generic, TypeVar, final
 
@@ -74,7 +75,9 @@ class Parking(Generic[_ReqT, _WhereT]):
     stages before admission) or, once admitted, to :meth:`hold`.  Past the
     stages before admission it calls *admit*; past the last stage,
     *dispatch* -- at once if the workers have room, else in turn, from the
-    capacity check (:meth:`room`).  *closed* is called with a request, the
+    capacity check (:func:`room`).  *tcp* holds the *where* of the TCP
+    listeners: only TCP sockets honour ``SO_RCVLOWAT`` in ``poll()``; a
+    connection of another listener passes a stage at its first byte.  *closed* is called with a request, the
     reason (the stage's name, or the one :meth:`close` was given) and its
     *where* (the listener it came through) when it is closed here.
     """
@@ -88,7 +91,7 @@ class Parking(Generic[_ReqT, _WhereT]):
         self,
         loop: Loop,
         stages: Sequence[LoopStage],
-        tcp: bool,
+        tcp: Collection[_WhereT],
         admit: Callable[[_ReqT, _WhereT], None],
         dispatch: Callable[[_ReqT], None],
         closed: Callable[[_ReqT, str, _WhereT], None],
@@ -96,8 +99,6 @@ class Parking(Generic[_ReqT, _WhereT]):
         self._loop = loop
         self._stages = tuple(stages)
         self._admit_at = sum(1 for stage in self._stages if stage.before_admission)
-        # Only TCP sockets honour SO_RCVLOWAT in poll(): elsewhere a stage
-        # lets a connection through at its first byte.
         self._tcp = tcp
         self._admit = admit
         self._dispatch = dispatch
@@ -181,7 +182,7 @@ class Parking(Generic[_ReqT, _WhereT]):
         wanted = stage.gate.wanted(data)
         # No progress since the last look: the client half-closed (EOF with
         # a partial request); the next step gets what there is.
-        if wanted == 0 or len(data) == entry.seen or not self._tcp:
+        if wanted == 0 or len(data) == entry.seen or entry.where not in self._tcp:
             self._unpark(fd, entry)
             self._passed(request, entry.index + 1, entry.where)
             return
@@ -277,9 +278,11 @@ def room(
     """The loop's capacity check, in one closure (``None``: there is always room).
 
     It is asked after every callback of the loop, so it is one call: the
-    admission limit (if it pauses; below it, a length and a comparison), then
-    the *workers*' own check; and while there is room, the connections that
-    wait at the gate's exit (*parking*) are dispatched first, in turn.
+    *workers*' own check -- while they have room, the connections that wait
+    at the gate's exit (*parking*) are dispatched first, in turn -- and the
+    admission limit (if it pauses; below it, a length and a comparison),
+    which holds back the intake only: a connection past the gate was
+    admitted already.
     """
     most = sys.maxsize
     live: Sized = ()
@@ -303,17 +306,20 @@ def room(
     ready = parking.waiting
 
     def check_and_flush() -> Sequence[int] | None:
+        # What waits at the gate's exit was admitted already (it counts
+        # toward the limit): it goes as soon as the workers have room.  The
+        # limit holds back only the intake.
         while True:
-            if len(live) >= most and (waiting_for := full()) is not None:
-                parking.room_known = False
-                return waiting_for
             waiting_for = ask()
             if waiting_for is not None:
                 parking.room_known = False
                 return waiting_for
             if not ready:
-                parking.room_known = True
-                return None
+                break
             dispatch(ready.popleft()[0])
+        parking.room_known = True
+        if len(live) >= most and (waiting_for := full()) is not None:
+            return waiting_for
+        return None
 
     return check_and_flush

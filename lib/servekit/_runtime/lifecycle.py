@@ -87,8 +87,9 @@ class Runtime(Generic[_ReqT, _AddrT]):
         self._close_lock = threading.Lock()
         self._fatal: BaseException | None = None
         self.loop = Loop(self)
-        self.pipeline = pipeline = Pipeline(intakes, wiring, self.loop, self._worker_failed)
+        pipeline: Pipeline[_ReqT] | None = None
         try:
+            self.pipeline = pipeline = Pipeline(intakes, wiring, self.loop, self._worker_failed)
             for listener in self.listeners:
                 listener.socket.setblocking(False)
             workers: Workers[_ReqT] = dispatcher.start(pipeline)
@@ -100,7 +101,8 @@ class Runtime(Generic[_ReqT, _AddrT]):
                 raise
         except BaseException:
             # Nothing of a server that could not start is left behind.
-            pipeline.close()
+            if pipeline is not None:
+                pipeline.close()
             for listener in self.listeners:
                 listener.close()
             raise
@@ -170,6 +172,9 @@ class Runtime(Generic[_ReqT, _AddrT]):
             listener.close()
         self.pipeline.release_held()
         self.workers.close()
+        children = self.pipeline.children
+        if children is not None:
+            children.settle()
         self.pipeline.close()
 
     def drain(self, seconds: float) -> DrainReport:
@@ -202,7 +207,7 @@ class Runtime(Generic[_ReqT, _AddrT]):
 
         try:
             self.loop.call_soon(last_intake)
-        except RuntimeError:  # not serving: nothing takes the backlog; nothing is parked either
+        except RuntimeError:  # not serving: nothing takes the backlog (what a gate holds is cut below)
             for listener in self.listeners:
                 listener.close()
         else:

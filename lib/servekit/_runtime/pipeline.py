@@ -51,7 +51,7 @@ class Pipeline(Generic[_ReqT]):
     """The route: ``take`` on the loop's thread, ``run`` in the worker, one ``end``; the workers' host."""
 
     __slots__ = (
-        "_closing", "_dispatch", "_door", "_doors", "_emit", "_failed", "_handler", "_hold_at", "_in_child", "_screens",
+        "_closing", "_dispatch", "_door", "_doors", "_emit", "_failed", "_handing", "_handler", "_hold_at", "_in_child", "_screens",
         "_loop", "_report", "_room", "_routine", "_stages", "_taking", "_track", "_verify",
         "books", "children", "clients", "limits", "parking", "wiring",
     )  # fmt: skip
@@ -78,7 +78,7 @@ class Pipeline(Generic[_ReqT]):
         self.books: Books[_ReqT, Door[_ReqT]] = Books()
         self.limits = None if wiring.admission is None else Limits(wiring.admission, self.books, wiring.report)
         # The loop-side stages hold stream connections only.
-        tcp = all(door.sock.family in (socket.AF_INET, socket.AF_INET6) for door in self._doors)
+        tcp = frozenset(door for door in self._doors if door.sock.family in (socket.AF_INET, socket.AF_INET6))
         self.parking: Parking[_ReqT, Door[_ReqT]] | None = None
         if stream and wiring.loop_stages:
             self.parking = Parking(loop, wiring.loop_stages, tcp, self._accept, self._to_workers, self._closed_held)
@@ -86,6 +86,7 @@ class Pipeline(Generic[_ReqT]):
         self._screens = self.parking is not None and self.parking.screens  # stages before admission
         self.children: Children[_ReqT] | None = None
         self._in_child = False  # a child process running a request for its parent
+        self._handing: _ReqT | None = None  # the request being dispatched to workers that may fork
         self._closing: dict[int, str] = {}  # id(request) -> why, for those closed on purpose
         # Whether requests are kept live while handled; the listener taken from last.
         self._track = True
@@ -107,10 +108,11 @@ class Pipeline(Generic[_ReqT]):
                 or self._routine
                 or self._doors[0].sock.type == socket.SOCK_STREAM
             )
+        self._dispatch = workers.dispatch
         if runs_in not in ("loop", "threads"):
             # A child process may run requests: it reports to this process.
             self.children = Children(self._loop, self.end)
-        self._dispatch = workers.dispatch
+            self._dispatch = partial(self._hand_over, workers.dispatch)
         # Room for one more request: what waits at the gate's exit goes
         # first, then the admission limit, then the workers say.
         workers_room = workers.capacity if traits is None or traits.capacity else None
@@ -155,6 +157,8 @@ class Pipeline(Generic[_ReqT]):
                 return True
             try:
                 self._dispatch(request)
+            except Exception as exc:  # the workers could not take it
+                self._dropped(request, exc)
             finally:
                 self.books.taken += 1
         elif self._screens:
@@ -180,7 +184,7 @@ class Pipeline(Generic[_ReqT]):
             if reason is None and self.limits is not None:
                 reason = self.limits.admit(request)
             if reason is not None:
-                self.end(request, reason, rejected=True)
+                self.end(request, reason, rejected=True, door=door)
                 return
         books = self.books
         books.live[id(request)] = (request, monotonic(), door)
@@ -219,17 +223,18 @@ class Pipeline(Generic[_ReqT]):
 
     def run(self, request: _ReqT, /) -> None:
         """Run the stages and the handler on *request*; end it."""
-        if self._in_child:
+        if self._in_child and request is not self._handing:  # (forked other than in its dispatch)
             cast("Children[_ReqT]", self.children).report_start(request)
         handled = request
         for name, apply in self._stages:
             try:
                 handled = apply(handled)
             except Exception as exc:
-                if self._routine:
-                    self._emit(StageFailed(request.client_address, name, exc))
-                self.end(request, name, handled, stage=name)
+                self.end(request, name, handled, None, exc, name)
                 return
+            except BaseException as exc:  # (SystemExit & co.: ended, then on their way)
+                self.end(request, name, handled, None, exc, name)
+                raise
         if self._routine and not self._in_child:
             self._emit(HandlerStarted(request.client_address))
         failure: BaseException | None = None
@@ -264,7 +269,8 @@ class Pipeline(Generic[_ReqT]):
 
         *handled*: the request as the handler got it (stages may make
         another); *seconds*, *failure*: its handler's run, if one ran;
-        *stage*: the stage that failed; *traffic*: bytes in and out counted
+        *stage*: the stage that failed (with *failure*, and no *seconds*:
+        the handler did not run); *traffic*: bytes in and out counted
         elsewhere (by a child); *rejected*: refused before admission (a
         :class:`Rejected`, never live); *door*: the listener of one not live.
         """
@@ -321,6 +327,8 @@ class Pipeline(Generic[_ReqT]):
             peer = request.client_address
             if seconds is not None:
                 self._emit(HandlerFinished(peer, seconds, failure))
+            elif stage is not None:
+                self._emit(StageFailed(peer, stage, failure))  # type: ignore[arg-type]  # (a stage's failure)
             if entry is not None:
                 bytes_in, bytes_out = traffic or _traffic(handled)
                 self._emit(ConnectionClosed(peer, monotonic() - entry[1], reason, bytes_in, bytes_out))
@@ -341,13 +349,24 @@ class Pipeline(Generic[_ReqT]):
         if self._routine:
             self._emit(HandlerStarted(request.client_address))
 
+    def _hand_over(self, dispatch: Callable[[_ReqT], None], request: _ReqT) -> None:
+        """Dispatch *request* to workers that may fork for it: a child forked now knows which it is."""
+        self._handing = request
+        try:
+            dispatch(request)
+        finally:
+            self._handing = None
+
     def drop(self, request: _ReqT, /) -> None:
         self.end(request, "dropped")
 
     def close_inherited(self) -> None:
-        if self.children is not None:
-            self.children.become_child()
+        children = self.children
+        if children is not None:
+            children.become_child()
             self._in_child = True
+            if self._handing is not None:  # forked in dispatch: the parent knows this child from now on
+                children.report_start(self._handing)
         # A Python handler the parent set (run()'s) would keep SIGTERM from ending the child.
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
         # Only stream listeners: a datagram's replies go out on the listener.

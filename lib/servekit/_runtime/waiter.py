@@ -2,7 +2,7 @@
 
 :class:`_Poller` is ``poll``, moving to ``epoll`` (where the platform has
 it) once a run waits on more than :data:`_POLL_MOST` fds: for a handful of
-fds ``poll`` is the cheaper call, for thousands ``epoll``.  :class:`_Waiter`
+fds ``poll`` is the cheaper call, for thousands ``epoll``.  :class:`Waiter`
 is one run's registrations over the loop's tables of sources (fd -> read
 callback, fd -> write callback), with the run's own fds -- its intake, the
 wake-up socket, capacity fds -- added while it lasts.  Registrations change

@@ -199,6 +199,12 @@ class ChildWorkers(Generic[_ReqT]):
         # The child: handle the request, then leave without returning.
         status = 1
         try:
+            # The parent's pidfds are not the child's: held here, a pidfd the
+            # parent closes while its loop still waits on it would stay in
+            # the loop's epoll set (it lives as long as any process holds it).
+            for fd in self._pidfds.values():
+                os.close(fd)
+            self._pidfds.clear()
             if self._freeze:
                 gc.freeze()
             host = self._host
