@@ -50,6 +50,7 @@ class _DeadlineClock:
         "first_byte",
         "first_byte_at",
         "idle",
+        "kernel_until",
         "kernel_wait",
         "lifetime",
         "lifetime_at",
@@ -84,6 +85,11 @@ class _DeadlineClock:
         #: The socket's SO_RCVTIMEO, in seconds, while ``rfile``'s reads use it
         #: (0.0: not set); None once the handler has the socket itself.
         self.kernel_wait: float | None = 0.0
+        #: Until this ``monotonic()`` time a read may go straight to the kernel:
+        #: SO_RCVTIMEO ends it short of every deadline.  (Deadlines never move
+        #: earlier -- ``request`` restarts later, ``first_byte`` goes -- so it
+        #: stays true; 0.0: look at the deadlines.)
+        self.kernel_until = 0.0
 
     def wait(self, reading: bool) -> tuple[float | None, _DeadlineName]:
         """The longest the next read (or write) may wait, and the deadline that bounds it.
@@ -112,6 +118,7 @@ class _DeadlineClock:
 
     def exceed(self, which: _DeadlineName) -> DeadlineExceeded:
         """Record that *which* passed; return the exception to raise."""
+        self.kernel_until = 0.0
         limit = {"first_byte": self.first_byte, "idle": self.idle, "request": self.request}.get(which, self.lifetime)
         exc = self.exceeded = DeadlineExceeded(which, cast("float", limit))
         return exc
@@ -140,6 +147,7 @@ def _set_kernel_wait(sock: socket.socket, clock: _DeadlineClock, seconds: float)
     whole = int(seconds)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, _TIMEVAL.pack(whole, int((seconds - whole) * 1e6)))
     clock.kernel_wait = seconds
+    clock.kernel_until = 0.0
 
 
 def _stop_kernel_wait(sock: socket.socket, clock: _DeadlineClock) -> None:
@@ -154,6 +162,7 @@ def _stop_kernel_wait(sock: socket.socket, clock: _DeadlineClock) -> None:
         except OSError:
             pass  # closed: nothing to clear
     clock.kernel_wait = None
+    clock.kernel_until = 0.0
 
 
 @final
@@ -205,6 +214,21 @@ class _ConnectionReader(io.RawIOBase):
             return count
         if clock is None:
             return sock.recv_into(buffer)
+        if monotonic() < clock.kernel_until:  # (the common read of a request deadline: one look at the clock)
+            try:
+                count = sock.recv_into(buffer)
+            except BlockingIOError:  # SO_RCVTIMEO passed
+                count = self._read_again(sock, buffer, clock)
+        else:
+            count = self._bounded(sock, buffer, clock)
+        if count:
+            clock.first_byte_at = None
+            clock.received += count
+        return count
+
+    def _bounded(self, sock: socket.socket, buffer: Buffer, clock: _DeadlineClock) -> int:
+        """A read bounded by the tightest deadline, after looking at each."""
+        now = monotonic()
         timeout, which = clock.wait(True)
         idle = clock.idle
         # A deadline tighter than the socket's own timeout: on a blocking
@@ -212,22 +236,20 @@ class _ConnectionReader(io.RawIOBase):
         if timeout is not None and timeout != idle and idle is None and (wait := clock.kernel_wait) is not None:
             if not wait or wait > timeout:
                 # A little short: the next reads' deadlines, a little later, need no new value.
-                _set_kernel_wait(sock, clock, timeout - min(timeout * 0.125, 0.5))
+                wait = timeout - min(timeout * 0.125, 0.5)
+                _set_kernel_wait(sock, clock, wait)
+            # A read that starts before then ends, at the latest, before the deadline.
+            clock.kernel_until = now + timeout - clock.kernel_wait  # type: ignore[operator]
             try:
-                count = sock.recv_into(buffer)
+                return sock.recv_into(buffer)
             except BlockingIOError:  # SO_RCVTIMEO passed
-                count = self._read_again(sock, buffer, clock)
-        else:
-            if timeout is not None and timeout != idle and not self._ready(sock, timeout):
-                raise clock.exceed(which)
-            try:
-                count = sock.recv_into(buffer)
-            except TimeoutError:
-                raise clock.exceed(which) from None
-        if count:
-            clock.first_byte_at = None
-            clock.received += count
-        return count
+                return self._read_again(sock, buffer, clock)
+        if timeout is not None and timeout != idle and not self._ready(sock, timeout):
+            raise clock.exceed(which)
+        try:
+            return sock.recv_into(buffer)
+        except TimeoutError:
+            raise clock.exceed(which) from None
 
     @staticmethod
     def _read_again(sock: socket.socket, buffer: Buffer, clock: _DeadlineClock) -> int:
@@ -281,13 +303,26 @@ class _DeadlineSender:
     def sendall(self, data: Buffer, /) -> None:
         sock = self._sock
         clock = self._clock
-        idle = clock.idle
-        timeout: float | None
-        which: _DeadlineName
         if clock.lifetime_at is None and clock.exceeded is None:
-            timeout, which = idle, "idle"  # only the idle limit bounds a write: the socket's own timeout
+            # Only the idle limit bounds a write (the usual case): the
+            # socket's own timeout is that limit already.
+            try:
+                sock.sendall(data)
+            except TimeoutError:
+                raise clock.exceed("idle") from None
         else:
-            timeout, which = clock.wait(False)
+            self._bounded(data)
+        clock.sent += len(data) if type(data) is bytes else memoryview(data).nbytes
+        request = clock.request
+        if request is not None:  # the client's next request may take the request limit again
+            clock.request_at = monotonic() + request
+
+    def _bounded(self, data: Buffer) -> None:
+        """A send bounded by the tightest of the idle and lifetime deadlines."""
+        sock = self._sock
+        clock = self._clock
+        idle = clock.idle
+        timeout, which = clock.wait(False)
         if timeout != idle:
             sock.settimeout(timeout)
         try:
@@ -297,10 +332,6 @@ class _DeadlineSender:
         finally:
             if timeout != idle:
                 sock.settimeout(idle)
-        clock.sent += len(data) if type(data) is bytes else memoryview(data).nbytes
-        request = clock.request
-        if request is not None:  # the client's next request may take the request limit again
-            clock.request_at = monotonic() + request
 
     def fileno(self) -> int:
         return self._sock.fileno()
