@@ -52,13 +52,14 @@ def _run(module: str, *args: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_smoke_run_prints_the_report() -> None:
-    proc = _run_smoke()
+    proc = _run_smoke("--keepalive", "3")
     report = proc.stdout
     assert proc.returncode == 0, f"exit {proc.returncode}\n{proc.stderr[-4000:]}\n{report[-2000:]}"
     assert "server  " in report and "req/s" in report and "p99 ms" in report  # the table header
     assert "Generator ceiling" in report
     for workload in ("conn -- ", "keep-alive -- ", "idle -- ", "udp -- "):
         assert workload in report
+    assert "keep-alive -- 3 open connections" in report  # --keepalive
     assert "Ratios" in report and "Lifecycle" in report
     assert "servekit.threaded" in report
     assert "FAILED" not in report

@@ -441,7 +441,7 @@ class Loop:
                     return False
                 if timers:
                     self._run_timers()
-                if not events and not _intact(intake, known):
+                if not events and poller.fileno >= 0 and not _intact(intake, known):  # (epoll's: poll says NVAL)
                     return False
                 for fd, flags in events:
                     if flags & _UNUSUAL:  # writable, or (poll) closed: off the common path
