@@ -10,7 +10,6 @@ difference between two servers.
 
 from __future__ import annotations
 
-import compileall
 import contextlib
 import importlib.util
 import json
@@ -29,6 +28,7 @@ from pathlib import Path
 from typing import Final
 
 from bench.generator import Generator, GeneratorFailed, LoadResult, LoadSpec, find_generator
+from bench.importcost import import_time, precompile
 from bench.procs import (
     ServerFailed,
     ServerProcess,
@@ -414,33 +414,6 @@ IMPORTS: Final = {
     "socketserver": "import socketserver",
     "asyncio": "import asyncio",
 }
-
-
-def import_time(statement: str, repeats: int) -> float | None:
-    """Median wall time of *statement* in fresh interpreters (the first
-    run is not counted).  Run after :func:`precompile`, so it is the time of
-    an installed package, not of compiling its sources."""
-    code = f"import time\nt = time.perf_counter()\n{statement}\nprint(time.perf_counter() - t)"
-    samples: list[float] = []
-    for k in range(repeats + 1):
-        proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=60)
-        if proc.returncode != 0:
-            return None
-        if k > 0:
-            samples.append(float(proc.stdout))
-    return statistics.median(samples) if samples else None
-
-
-def precompile(where: str) -> None:
-    """Write the .pyc files of servekit and of the harness, as ``pip install``
-    does.  Without them (``PYTHONDONTWRITEBYTECODE``, a fresh checkout) every
-    server process would compile servekit's sources at start-up -- slower to
-    import and megabytes more memory, which a forking server then copies for
-    every request -- while the standard library comes precompiled."""
-    package = Path(where).parent
-    for path in (package, REPO / "bench"):
-        if path.is_dir():
-            compileall.compile_dir(path, quiet=1)
 
 
 # --------------------------------------------------------------------- all

@@ -38,7 +38,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Final
 
-from bench.harness import REPO, precompile, select_entries, servekit_path
+from bench.harness import REPO, select_entries, servekit_path
+from bench.importcost import precompile
 from bench.procs import ServerProcess
 from bench.servers import Entry, Workload, proto_of
 

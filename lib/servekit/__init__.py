@@ -17,10 +17,9 @@ plain function of one request) and a dispatcher (where the handler runs)::
 ``socketserver``, built on the same parts.
 """
 
+from ._lite import TYPE_CHECKING
 
-import typing as _typing
-
-if _typing.TYPE_CHECKING:
+if TYPE_CHECKING:
     from ._api import *  # noqa: F403 - the names are listed in __all__ below
 else:
     def __getattr__(name: str) -> object:
@@ -37,6 +36,8 @@ else:
 
     def __dir__() -> list[str]:
         return sorted(set(globals()) | set(__all__))
+
+del TYPE_CHECKING  # (not a name of the package)
 
 __version__ = "0.1.0"
 

@@ -6,7 +6,6 @@ are); :func:`attrs_validator` makes an attrs validator of one.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 
 
@@ -46,7 +45,8 @@ def check_seconds(name: str, value: float | None, *, positive: bool = False) -> 
         return
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise TypeError(f"{name} must be a number of seconds or None, got {type(value).__name__} {value!r}")
-    if math.isnan(value) or value < 0 or (positive and value == 0):
+    # value != value: NaN, without importing math (servekit.classic loads this module).
+    if value != value or value < 0 or (positive and value == 0):
         raise ValueError(f"{name} must be {'> 0' if positive else '>= 0'} seconds, got {value!r}")
 
 

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import socket
 from collections.abc import Callable, Sequence
-from typing import Literal, NamedTuple, Protocol, TypeAlias
+from typing import Literal, Protocol, TypeAlias
 
+from ._traits import WorkerTraits
 from ._types import _AddrT_co, _ReqT, _ReqT_co, _ReqT_contra
 
 __all__ = (
@@ -205,30 +206,6 @@ RunsIn: TypeAlias = Literal["loop", "threads", "processes"]
 """Where a kind of workers runs the host's :meth:`~WorkerHost.run`: ``"loop"`` (in the
 serving thread, within ``dispatch``), ``"threads"`` (other threads of this process) or
 ``"processes"`` (child processes)."""
-
-
-class WorkerTraits(NamedTuple):
-    """What a kind of workers is, declared by its :class:`Workers` as a ``traits`` attribute.
-
-    Declaring is optional and only ever makes serving cheaper: a server
-    whose workers declare nothing assumes the most it must (any thread may
-    end a request, a child process may run it, capacity and service actions
-    are asked for) and books every request right.  Declare only what is
-    true of every request the workers get.
-
-    Attributes:
-        runs_in: where ``run`` is called (:data:`RunsIn`).  ``"loop"`` lets
-            the server keep its books without a lock; ``"loop"`` and
-            ``"threads"`` let it skip the report pipe its children use.
-        capacity: whether :meth:`Workers.capacity` can ever say "full"
-            (``False``: the loop never asks).
-        service: whether :meth:`Workers.service_actions` does anything
-            (``False``: the loop never calls it).
-    """
-
-    runs_in: RunsIn
-    capacity: bool = True
-    service: bool = True
 
 
 class Workers(Protocol[_ReqT_contra]):

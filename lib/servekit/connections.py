@@ -16,6 +16,7 @@ import socket
 from typing import TYPE_CHECKING, Generic, final
 
 from ._deadline_io import _ConnectionReader, _DeadlineSender, _stop_kernel_wait
+from ._socket_writer import SocketWriter
 from ._types import _AddrT, _AddrT_co
 from .errors import DeadlineExceeded
 
@@ -27,47 +28,6 @@ if TYPE_CHECKING:
 __all__ = ("Datagram", "DeadlineExceeded", "SocketWriter", "StreamConnection")
 
 _new = object.__new__
-
-
-@final
-class SocketWriter(io.BufferedIOBase):
-    """A write-only file over a socket: every ``write()`` sends all its bytes at once.
-
-    Unlike ``socket.makefile("wb", 0)``, a write is never partial, and unlike a
-    buffered writer nothing waits in a buffer for a ``flush()``: an echo loop
-    answers each line as it is written.
-    """
-
-    __slots__ = ("_sock",)
-
-    def __init__(self, sock: socket.socket) -> None:
-        super().__init__()
-        # None once closed: one check per write instead of IOBase's `closed` lookup.
-        # (A connection with deadlines puts its _DeadlineSender here.)
-        self._sock: socket.socket | _DeadlineSender | None = sock
-
-    def writable(self) -> bool:
-        return True
-
-    def write(self, data: Buffer, /) -> int:
-        sock = self._sock
-        if sock is None:
-            raise ValueError("I/O operation on closed SocketWriter")
-        sock.sendall(data)
-        if type(data) is bytes:  # the common case, without a memoryview
-            return len(data)
-        with memoryview(data) as view:
-            return view.nbytes
-
-    def fileno(self) -> int:
-        sock = self._sock
-        if sock is None:
-            raise ValueError("I/O operation on closed SocketWriter")
-        return sock.fileno()
-
-    def close(self) -> None:
-        self._sock = None
-        super().close()
 
 
 @final

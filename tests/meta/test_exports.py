@@ -15,7 +15,10 @@ PACKAGE = Path(servekit.__file__).parent
 
 # Import order, lowest first: a module may import only modules before it.
 LAYERS = [
+    "_lite",
     "_types",
+    "_traits",
+    "_socket_writer",
     "abc",
     "_validate",
     "errors",
@@ -56,7 +59,7 @@ LAYERS = [
 ]
 
 #: What the runtime and the classic adapter may import of servekit: nothing that loads attrs or logging.
-STDLIB_ONLY = ("_types", "abc", "_validate", "errors", "_deadline_io", "connections", "events", "_runtime")
+STDLIB_ONLY = ("_lite", "_types", "_traits", "_socket_writer", "abc", "_validate", "errors", "_deadline_io", "connections", "events", "_runtime")
 
 
 def _modules() -> dict[str, Path]:
@@ -110,15 +113,69 @@ def _fresh(code: str) -> str:
     return done.stdout.strip()
 
 
-def test_classic_imports_only_what_socketserver_would() -> None:
-    # A forking server copies the process for every request: what the
-    # adapter loads is paid for per request, not only at start-up.
-    loaded = _fresh(
-        "import sys, servekit.classic\n"
-        "print(sorted(m for m in ('attrs', 'attr', 'logging', 'typing_extensions', 'traceback', 'servekit.servers')"
-        " if m in sys.modules))"
+#: What ``import servekit.classic`` loads beyond what ``import socketserver``
+#: loads, pinned (bench/README "Import cost" measures the time): servekit's own
+#: modules on the classic path, ``gc`` (ForkingMixIn collects the young
+#: generation before a fork; a built-in module) and ``__future__`` (every
+#: module's postponed annotations).  No typing, re, attrs, logging,
+#: typing_extensions, struct or heapq: a forking server copies what is loaded
+#: for every request, and each module is start-up time.
+CLASSIC_EXTRA = {
+    "__future__",
+    "gc",
+    "servekit",
+    "servekit._classic",
+    "servekit._classic.handlers",
+    "servekit._classic.mixins",
+    "servekit._classic.route",
+    "servekit._classic.servers",
+    "servekit._lite",
+    "servekit._runtime",
+    "servekit._runtime.loop",
+    "servekit._runtime.waiter",
+    "servekit._runtime.workers",
+    "servekit._socket_writer",
+    "servekit._traits",
+    "servekit._validate",
+    "servekit.classic",
+}
+
+
+def _loads(statement: str) -> set[str]:
+    """The modules *statement* adds to a fresh interpreter's ``sys.modules``."""
+    code = f"import sys\nbefore = set(sys.modules)\n{statement}\nprint(*sorted(set(sys.modules) - before))"
+    return set(_fresh(code).split())
+
+
+def test_classic_imports_what_socketserver_does_and_its_own_modules() -> None:
+    socketserver, classic = _loads("import socketserver"), _loads("import servekit.classic")
+    assert socketserver - classic == {"socketserver"}
+    assert classic - socketserver == CLASSIC_EXTRA
+
+
+def test_the_classic_face_runs_without_typing() -> None:
+    # Its classes are built, serve and are subscripted where a user's
+    # annotation would be, and typing is still not loaded.
+    code = (
+        "import socket, sys, threading\n"
+        "import servekit.classic as ss\n"
+        "class Echo(ss.StreamRequestHandler):\n"
+        "    def handle(self):\n"
+        "        self.wfile.write(self.rfile.readline())\n"
+        "with ss.ThreadingTCPServer(('127.0.0.1', 0), Echo) as server:\n"
+        "    t = threading.Thread(target=server.serve_forever, args=(0.05,))\n"
+        "    t.start()\n"
+        "    with socket.socket() as c:\n"  # (create_connection's getaddrinfo would load re)
+        "        c.settimeout(10)\n"
+        "        c.connect(server.server_address)\n"
+        "        c.sendall(b'hi\\n')\n"
+        "        answer = c.makefile('rb').readline()\n"
+        "    server.shutdown()\n"
+        "    t.join(10)\n"
+        "from servekit._runtime.workers import ThreadWorkers\n"
+        "print(answer, ThreadWorkers[int], 'typing' in sys.modules, 're' in sys.modules)"
     )
-    assert loaded == "[]"
+    assert _fresh(code) == "b'hi\\n' servekit._runtime.workers.ThreadWorkers[int] False False"
 
 
 def test_public_names_load_on_first_use() -> None:

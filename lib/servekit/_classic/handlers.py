@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import io
 import socket
-from typing import TYPE_CHECKING, Any, cast
 
-from ..connections import SocketWriter
+from .._lite import TYPE_CHECKING, cast
+from .._socket_writer import SocketWriter
 
 if TYPE_CHECKING:
+    from typing import Any
+
     from .servers import BaseServer
 
 __all__ = ("BaseRequestHandler", "DatagramRequestHandler", "StreamRequestHandler")

@@ -6,13 +6,16 @@ import gc
 import os
 import threading
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any
 
+from .._lite import TYPE_CHECKING
 from .._runtime.workers import ChildWorkers
 from .._validate import check_int
-from .route import ChildRoute, Item
+from .route import ChildRoute
 
 if TYPE_CHECKING:
+    from typing import Any
+
+    from .route import Item
     from .servers import BaseServer
 
 __all__ = ("ForkingMixIn", "ThreadingMixIn")

@@ -17,21 +17,23 @@ the process for each request, so the adapter's own footprint is a cost.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Final
 
+from .._lite import TYPE_CHECKING
 from .._runtime.loop import Loop, Run
 from .._runtime.workers import ChildWorkers, ThreadWorkers
 
 if TYPE_CHECKING:
+    from typing import Any, Final, TypeAlias
+
     from .servers import BaseServer
+
+    #: A classic request on its way to a worker: ``(request, client_address)``.
+    Item: TypeAlias = tuple[Any, Any]
 
 __all__ = ("ChildRoute", "Route", "ThreadRoute", "describe")
 
 #: The logger accept() failures are reported on.
 LOGGER: Final = "servekit.classic"
-
-#: A classic request on its way to a worker: ``(request, client_address)``.
-Item = tuple[Any, Any]
 
 
 def describe(server: BaseServer) -> str:

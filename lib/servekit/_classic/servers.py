@@ -9,17 +9,30 @@ from __future__ import annotations
 import socket
 import sys
 from collections.abc import Callable, Sequence
-from functools import cached_property
-from typing import TYPE_CHECKING, Any, Final
 
+from .._lite import TYPE_CHECKING
 from .route import Route, describe
 
 if TYPE_CHECKING:
     from types import TracebackType
+    from typing import Any, Final
 
     from typing_extensions import Self
 
 __all__ = ("BaseServer", "TCPServer", "UDPServer", "UnixDatagramServer", "UnixStreamServer")
+
+
+class _RouteOf:
+    """A server's ``_servekit``: its route (loop and workers), made at first use.
+
+    Kept in the server's namespace from then on, so a subclass whose
+    ``__init__`` skips ours still gets one (what :func:`functools.cached_property`
+    does; functools is not loaded here, as ``socketserver`` does not load it).
+    """
+
+    def __get__(self, server: BaseServer, owner: object = None) -> Route:
+        route = server.__dict__["_servekit"] = Route(server)
+        return route
 
 #: ``serve_forever(poll_interval=None)`` (classic: wait without a limit) waits
 #: this long between service actions; ``shutdown()`` never waits for it.
@@ -42,10 +55,7 @@ class BaseServer:
         self.RequestHandlerClass = RequestHandlerClass
         self._servekit  # noqa: B018 - made now, in the constructing thread
 
-    @cached_property
-    def _servekit(self) -> Route:
-        """The server's route: its loop and its workers (kept in the instance's namespace)."""
-        return Route(self)
+    _servekit: _RouteOf = _RouteOf()
 
     def server_activate(self) -> None:
         """Called by the constructor after binding; a stream server listens here."""

@@ -52,7 +52,6 @@ business; the loop decides *when*:
 from __future__ import annotations
 
 import collections
-import heapq
 import itertools
 import os
 import select
@@ -61,11 +60,14 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from typing import Final, NamedTuple, Protocol
 
+from .._lite import TYPE_CHECKING, NamedTuple
 from .waiter import HAVE_EPOLL, Callback, IntakeClosed, Waiter, capacity_errnos, nothing
 
-__all__ = ("ACCEPT_BACKOFF", "Loop", "Owner", "Run", "report")
+if TYPE_CHECKING:
+    from typing import Final, Protocol
+
+__all__ = ("ACCEPT_BACKOFF", "Loop", "Run", "report")
 
 # A source's read callback is called when it is readable, or has an error or
 # a hang-up (its read tells which); its write callback when it is writable --
@@ -122,12 +124,14 @@ class Run(NamedTuple):
     settled: Callable[[], bool] | None = None
 
 
-class Owner(Protocol):
-    """**Protocol:** the server a loop runs."""
+if TYPE_CHECKING:
 
-    def loop_run(self) -> Run:
-        """What the run that is starting serves (asked at every run)."""
-        ...
+    class Owner(Protocol):
+        """**Protocol:** the server a loop runs."""
+
+        def loop_run(self) -> Run:
+            """What the run that is starting serves (asked at every run)."""
+            ...
 
 
 def report(logger: str, level: int, message: str, *args: object) -> None:
@@ -499,13 +503,17 @@ class Loop:
         Timers run in either kind of run, after its wait; a timer set while
         no run is in progress runs in the next one.
         """
-        heapq.heappush(self._timers, (when, next(_timer_numbers), callback))
+        from heapq import heappush  # (here: servekit.classic sets no timers, and loads no heapq)
+
+        heappush(self._timers, (when, next(_timer_numbers), callback))
 
     def _run_timers(self) -> None:
         timers = self._timers
         now = time.monotonic()
         while timers and timers[0][0] <= now:
-            heapq.heappop(timers)[2]()
+            from heapq import heappop
+
+            heappop(timers)[2]()
 
     def call_soon(self, callback: Callback) -> None:
         """Have the serving loop's thread call *callback* soon (from any thread).

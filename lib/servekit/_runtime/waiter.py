@@ -16,7 +16,11 @@ import errno
 import select
 import socket
 from collections.abc import Callable, Mapping, Sequence
-from typing import Final
+
+from .._lite import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from typing import Final
 
 __all__ = ("Callback", "IntakeClosed", "Waiter", "capacity_errnos", "nothing")
 

@@ -15,9 +15,14 @@ import os
 import sys
 import threading
 from collections.abc import Sequence
-from typing import Final, Generic, TypeVar, final
 
-from ..abc import WorkerHost, WorkerTraits
+from .._lite import TYPE_CHECKING, Generic, TypeVar, final
+from .._traits import WorkerTraits
+
+if TYPE_CHECKING:
+    from typing import Final
+
+    from ..abc import WorkerHost
 
 __all__ = ("ChildWorkers", "InlineWorkers", "ThreadWorkers")
 
