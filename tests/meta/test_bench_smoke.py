@@ -106,3 +106,15 @@ def test_fork_cost() -> None:
         assert line is not None, proc.stdout
         assert float(line[1]) > 0 and float(line[2]) > 0  # each request cost the parent and a child something
     assert "median total CPU per request" in proc.stdout
+
+
+def test_import_cost() -> None:
+    """``python -m bench.importcost``: a figure and a ratio per statement, the extra modules named."""
+    proc = _run("bench.importcost", "--runs", "1", "--top", "3")
+    assert proc.returncode == 0, f"exit {proc.returncode}\n{proc.stderr[-4000:]}\n{proc.stdout[-2000:]}"
+    for statement in ("import socketserver", "import servekit.classic", "from servekit import server, tcp, threaded"):
+        assert re.search(rf"^  {re.escape(statement)} +[0-9.]+ ms \[.*\] +[0-9.]+x +[0-9]+ modules$",
+                         proc.stdout, re.MULTILINE), proc.stdout  # fmt: skip
+    classic = re.search(r"^  servekit\.classic: [0-9]+ modules beyond socketserver's: (.*)$", proc.stdout, re.MULTILINE)
+    assert classic is not None and "servekit.classic" in classic[1].split(), proc.stdout
+    assert "typing" not in classic[1].split(), proc.stdout
