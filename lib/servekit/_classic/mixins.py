@@ -127,8 +127,14 @@ if hasattr(os, "fork"):
             """Fork a child that handles the request; the parent closes its copy."""
             # The core's child workers fork, track, limit and reap; the child
             # runs the classic stages and leaves with os._exit (never returns).
-            children = self._servekit_children()
-            _room_for_the_child()
+            # Every Python call made here per request is a page or two the
+            # parent writes while a child shares them (a copy each), so the
+            # configuration is only looked at again when max_children changed.
+            children = self._servekit.children
+            if children is None or children.max_children != self.max_children:
+                children = self._servekit_children()
+            if gc.get_count()[0] > _FEW_YOUNG:
+                _room_for_the_child()
             children.dispatch((request, client_address))
             active = self.active_children
             if active is not children.pids:
@@ -149,9 +155,10 @@ if hasattr(os, "fork"):
             if children is None:
                 check_int("max_children", limit, 1)
                 # socketserver's children neither flush stdio nor freeze the
-                # collector, and each costs page copies in every child.
+                # collector, and each costs page copies in every child; nor
+                # does it report their ends (ChildRoute.child_exited is empty).
                 children = route.children = ChildWorkers(
-                    ChildRoute(self), limit, block, flush_stdio=False, freeze_gc=False
+                    ChildRoute(self), limit, block, flush_stdio=False, freeze_gc=False, report_exits=False
                 )
             else:
                 if limit != children.max_children:
