@@ -11,7 +11,10 @@ children, not a rate::
     per request = (after - before) / requests
 
 The variants alternate, in reverse order every second round, so a drift of
-the machine favours none.  ``--lib PATH`` adds a variant that imports
+the machine favours none.  The summary gives each variant's medians over the
+rounds and its ratio to the standard library: the median of each round's own
+ratio (the two measured seconds apart, where the machine's CPU time per
+request drifts by a quarter over a minute here), with the rounds' ratios.  ``--lib PATH`` adds a variant that imports
 ``servekit`` from another checkout's ``lib/`` (to compare with an earlier
 commit: ``git worktree add /tmp/old <commit>`` then ``--lib /tmp/old/lib``).
 """
@@ -124,6 +127,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     variants: list[tuple[str, str | None]] = [("stdlib", None), ("classic", None)]
     variants += [("classic", lib) for lib in args.lib]
     totals: dict[int, list[float]] = {k: [] for k in range(len(variants))}
+    faults: dict[int, list[tuple[float, float]]] = {k: [] for k in range(len(variants))}
     warm_up = min(200, args.requests)
     for round_ in range(args.rounds):
         order = list(range(len(variants)))
@@ -131,15 +135,23 @@ def main(argv: Sequence[str] | None = None) -> int:
             name, lib = variants[k]
             parent, child, parent_faults, child_faults = measure(name, lib, args.requests, warm_up)
             totals[k].append(parent + child)
+            faults[k].append((parent_faults, child_faults))
             label = name if lib is None else f"{name} ({lib})"
             print(
                 f"{label:40} parent {parent:7.1f} µs  children {child:7.1f} µs  total {parent + child:7.1f} µs"
                 f"  faults: parent {parent_faults:6.1f}  children {child_faults:6.1f}",
                 flush=True,
             )
-    print("median total CPU per request:")
+    print("median total CPU per request; page faults parent, children; ratio to stdlib [each round's]:")
     for k, (name, lib) in enumerate(variants):
-        print(f"  {name if lib is None else f'{name} ({lib})':40} {statistics.median(totals[k]):7.1f} µs")
+        ratios = [mine / base for mine, base in zip(totals[k], totals[0])]
+        parent_faults = statistics.median(f[0] for f in faults[k])
+        child_faults = statistics.median(f[1] for f in faults[k])
+        print(
+            f"  {name if lib is None else f'{name} ({lib})':40} {statistics.median(totals[k]):7.1f} µs"
+            f"  faults {parent_faults:6.1f} {child_faults:6.1f}  {statistics.median(ratios):5.3f}x"
+            f" [{' '.join(f'{r:.2f}' for r in ratios)}]"
+        )
     return 0
 
 

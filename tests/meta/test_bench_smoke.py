@@ -106,6 +106,8 @@ def test_fork_cost() -> None:
         assert line is not None, proc.stdout
         assert float(line[1]) > 0 and float(line[2]) > 0  # each request cost the parent and a child something
     assert "median total CPU per request" in proc.stdout
+    summary = r"^  classic +[0-9.]+ µs +faults +[0-9.]+ +[0-9.]+ +[0-9.]+x \[[0-9. ]+\]$"
+    assert re.search(summary, proc.stdout, re.MULTILINE), proc.stdout
 
 
 def test_import_cost() -> None:
