@@ -9,6 +9,7 @@ from __future__ import annotations
 import errno
 import logging
 import os
+import pydoc
 import socket
 import socketserver
 import threading
@@ -84,6 +85,15 @@ def test_same_public_members(name: str) -> None:
     theirs = {n for n in dir(getattr(socketserver, name)) if not n.startswith("_")}
     ours = {n for n in dir(getattr(servekit.classic, name)) if not n.startswith("_")}
     assert ours == theirs
+
+
+@pytest.mark.parametrize("name", socketserver.__all__)
+def test_every_member_can_be_looked_up_on_the_class(name: str) -> None:
+    # Documentation tools look up every attribute on the class, private ones too.
+    cls = getattr(servekit.classic, name)
+    for member in dir(cls):
+        getattr(cls, member)
+    assert name in pydoc.render_doc(cls)
 
 
 @pytest.mark.parametrize("name", socketserver.__all__)

@@ -30,9 +30,12 @@ class _RouteOf:
     does; functools is not loaded here, as ``socketserver`` does not load it).
     """
 
-    def __get__(self, server: BaseServer, owner: object = None) -> Route:
+    def __get__(self, server: BaseServer | None, owner: object = None) -> Route:
+        if server is None:  # looked up on the class (help(), inspect): the descriptor itself
+            return self  # type: ignore[return-value]
         route = server.__dict__["_servekit"] = Route(server)
         return route
+
 
 #: ``serve_forever(poll_interval=None)`` (classic: wait without a limit) waits
 #: this long between service actions; ``shutdown()`` never waits for it.

@@ -510,10 +510,11 @@ class Loop:
     def _run_timers(self) -> None:
         timers = self._timers
         now = time.monotonic()
-        while timers and timers[0][0] <= now:
-            from heapq import heappop
+        if timers and timers[0][0] <= now:
+            from heapq import heappop  # (as in call_at)
 
-            heappop(timers)[2]()
+            while timers and timers[0][0] <= now:
+                heappop(timers)[2]()
 
     def call_soon(self, callback: Callback) -> None:
         """Have the serving loop's thread call *callback* soon (from any thread).
