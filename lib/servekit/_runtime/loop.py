@@ -222,6 +222,10 @@ class _Episode(NamedTuple):
     since: float
 
 
+#: A timer: when, a number (equal times run in the order they were set), the callback.
+_Timer = tuple[float, int, Callback]
+
+
 class Loop:
     """The serve loop of one server.  Thread-safe; not re-entrant.
 
@@ -248,6 +252,7 @@ class Loop:
         "_backoff_until",
         "_episode",
         "_epoll",
+        "_heap",
         "_failures",
         "_idle",
         "_lock",
@@ -292,7 +297,9 @@ class Loop:
         self._episode: _Episode | None = None
         self._failures = 0
         # (when, sequence, callback) of the timers, earliest first.
-        self._timers: list[tuple[float, int, Callback]] = []
+        self._timers: list[_Timer] = []
+        # heapq's push and pop, once there is a timer.
+        self._heap: tuple[Callable[[list[_Timer], _Timer], None], Callable[[list[_Timer]], _Timer]] | None = None
         # Callbacks other threads asked the loop's thread to run.
         self._soon: collections.deque[Callback] = collections.deque()
 
@@ -503,16 +510,21 @@ class Loop:
         Timers run in either kind of run, after its wait; a timer set while
         no run is in progress runs in the next one.
         """
-        from heapq import heappush  # (here: servekit.classic sets no timers, and loads no heapq)
+        heap = self._heap
+        if heap is None:
+            # heapq is imported at the first timer: servekit.classic sets none, and loads none.
+            from heapq import heappop, heappush
 
-        heappush(self._timers, (when, next(_timer_numbers), callback))
+            heap = self._heap = (heappush, heappop)
+        heap[0](self._timers, (when, next(_timer_numbers), callback))
 
     def _run_timers(self) -> None:
         timers = self._timers
         now = time.monotonic()
         if timers and timers[0][0] <= now:
-            from heapq import heappop  # (as in call_at)
-
+            heap = self._heap
+            assert heap is not None  # (set with the first timer)
+            heappop = heap[1]
             while timers and timers[0][0] <= now:
                 heappop(timers)[2]()
 
