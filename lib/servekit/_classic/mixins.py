@@ -34,7 +34,7 @@ else:
 _FEW_YOUNG = 100
 
 
-def _room_for_the_child() -> None:
+def _room_for_the_child(young: int) -> None:
     """Collect the youngest generation now if a forked child would soon do it itself.
 
     A child inherits the collector's count of young objects.  When the
@@ -48,8 +48,8 @@ def _room_for_the_child() -> None:
     that headroom; the parent collects a little earlier than it would have,
     which is all that changes (nothing is frozen, the thresholds stay).
     """
-    young = gc.get_count()[0]
-    if young > _FEW_YOUNG and young * 2 > gc.get_threshold()[0] > 0 and gc.isenabled():
+    # (*young*: the collector's count, past _FEW_YOUNG; the caller looked.)
+    if young * 2 > gc.get_threshold()[0] > 0 and gc.isenabled():
         gc.collect(0)
 
 
@@ -133,8 +133,9 @@ if hasattr(os, "fork"):
             children = self._servekit.children
             if children is None or children.max_children != self.max_children:
                 children = self._servekit_children()
-            if gc.get_count()[0] > _FEW_YOUNG:
-                _room_for_the_child()
+            young = gc.get_count()[0]
+            if young > _FEW_YOUNG:
+                _room_for_the_child(young)
             children.dispatch((request, client_address))
             active = self.active_children
             if active is not children.pids:
