@@ -164,7 +164,11 @@ class ConnectionClosed(NamedTuple):
     deadline), ``"closed"`` (``close_clients``), ``"aborted"`` (``abort_clients``),
     ``"dropped"`` (no worker took it before the server closed, or handing it
     to one failed), or the name of a stage that failed before the handler
-    (see :class:`StageFailed`).
+    (see :class:`StageFailed`).  On the reactor (:mod:`servekit.protocols`)
+    also: ``"deadline"`` (a time limit of the server's ``deadlines`` passed),
+    ``"error"`` (its protocol or message handler raised), ``"reset"`` (the
+    peer reset it), ``"too_long"`` (a message over its framing's limit), or
+    the reason its protocol gave to ``close()``.
     *seconds* is its whole time with the server, from accept to release.
     *bytes_in*/*bytes_out* count what went through ``rfile``/``wfile`` of a
     connection with deadlines; ``None`` where they are not counted.
@@ -230,6 +234,9 @@ class Stats(NamedTuple):
         stage_errors_total: connections closed because a stage before the
             handler failed (see :class:`StageFailed`).
         stage_errors_by_stage: the same, per stage name.
+        closed_by_reason: connections closed for another reason than
+            ``"finished"`` -- per reason (see :class:`ConnectionClosed`:
+            ``"gate"``, ``"cut"``, ``"deadline"``, ``"too_long"``, ...).
     """
 
     connections_accepted_total: int
@@ -245,6 +252,7 @@ class Stats(NamedTuple):
     handler_errors_total: int
     stage_errors_total: int = 0
     stage_errors_by_stage: Mapping[str, int] = {}
+    closed_by_reason: Mapping[str, int] = {}
 
     def prometheus(self, prefix: str = "servekit_") -> str:
         """The snapshot in Prometheus' text exposition format, each name with *prefix*."""
@@ -280,4 +288,8 @@ class Stats(NamedTuple):
                [(f'stage_errors_total{{stage="{stage}"}}', count)
                 for stage, count in sorted(self.stage_errors_by_stage.items())]
                or [("stage_errors_total", 0)])
+        metric("connections_closed_by_reason_total", "counter", "Connections closed other than by finishing.",
+               [(f'connections_closed_by_reason_total{{reason="{reason}"}}', count)
+                for reason, count in sorted(self.closed_by_reason.items())]
+               or [("connections_closed_by_reason_total", 0)])
         return "\n".join(lines) + "\n"

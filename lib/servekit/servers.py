@@ -6,9 +6,9 @@ import logging
 import socket
 import threading
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Set as AbstractSet
 from types import TracebackType
-from typing import Final, Generic, TypeAlias, TypedDict, TypeVar, Unpack, cast, final, overload
+from typing import Final, Generic, Never, TypeAlias, TypedDict, TypeVar, Unpack, cast, final, overload
 
 import attrs
 from typing_extensions import Self
@@ -17,11 +17,11 @@ from ._runtime.lifecycle import Runtime
 from ._runtime.wiring import Intake, LoopStage, Stage, Wiring
 from ._types import IPAddress, Predicate, _AddrT
 from ._validate import check_seconds, seconds
-from .abc import Dispatcher, Gate, Handler, Listener, Request, Transport
+from .abc import Dispatcher, Gate, Handler, Listener, Request, Transport, WorkerHost, Workers
 from .admission import Admission
 from .connections import StreamConnection, _timed
 from .deadlines import Deadlines
-from .dispatchers import Inline
+from .dispatchers import Inline, Pooled
 from .events import (
     Connection,
     ConnectionClosed,
@@ -34,6 +34,7 @@ from .events import (
     Stats,
 )
 from .handlers import check_handler
+from .protocols import Evented
 from .transports import transport_kind
 
 __all__ = ("Bound", "ErrorHandler", "Listeners", "Server", "server")
@@ -62,6 +63,12 @@ def _check_transports(_inst: object, _attr: object, value: _T) -> None:
                 f"transport must be a transport (with listen() and acceptor()) or a tuple of them, "
                 f"got {type(item).__name__} {item!r}"
             )
+
+
+def _check_handler(inst: object, attr: object, value: _T) -> None:
+    """A blocking handler (a plain callable), or what a reactor serves (:class:`~servekit.protocols.Evented`)."""
+    if not isinstance(value, Evented):
+        check_handler(inst, attr, value)
 
 
 def _check_deadlines(_inst: object, _attr: object, value: _T) -> None:
@@ -151,7 +158,7 @@ class Server(Generic[_ReqT, _AddrT]):
     """
 
     transport: Listeners[_ReqT, _AddrT] = attrs.field(validator=_check_transports)
-    handler: Handler[_ReqT] = attrs.field(eq=False, validator=check_handler)
+    handler: Handler[_ReqT] | Evented[_ReqT] = attrs.field(eq=False, validator=_check_handler)
     dispatcher: Dispatcher = attrs.field(factory=Inline, kw_only=True)
     verify: Predicate[_AddrT] | None = attrs.field(default=None, eq=False, kw_only=True)
     on_error: ErrorHandler[_ReqT] | None = attrs.field(default=None, eq=False, kw_only=True)
@@ -171,6 +178,9 @@ class Server(Generic[_ReqT, _AddrT]):
             )
         if kinds == {"datagram"}:
             _stream_only(self, ", ".join(repr(t) for t in self.transports))
+        handler = self.handler
+        if isinstance(handler, Evented):
+            _check_evented(self, handler, kinds)
 
     @property
     def transports(self) -> tuple[Transport[_ReqT, _AddrT], ...]:
@@ -191,6 +201,23 @@ class Server(Generic[_ReqT, _AddrT]):
         return Bound(self)
 
 
+def _check_evented(spec: Server[_ReqT, _AddrT], evented: Evented[_ReqT], kinds: AbstractSet[str | None]) -> None:
+    """Refuse what a reactor cannot serve: the other kind of transport, another dispatcher, a gate."""
+    other = "datagram" if evented.kind == "stream" else "stream"
+    if other in kinds:
+        raise TypeError(f"{evented!r} serves {evented.kind} connections, but the transports yield {other}s: {spec.transport!r}")
+    if not isinstance(spec.dispatcher, Inline):
+        raise TypeError(
+            f"{evented!r} runs on the server's reactor: leave dispatcher= out "
+            f"(its blocking work goes to a pool with offload=), got dispatcher={spec.dispatcher!r}"
+        )
+    if spec.gate is not None:
+        raise TypeError(
+            f"gate= does not apply to {evented!r}: the reactor holds every connection on the loop already "
+            "(bound the wait for a first message with deadlines=Deadlines(first_byte=...))"
+        )
+
+
 def _stream_only(spec: Server[_ReqT, _AddrT], where: str) -> None:
     """Refuse a gate or deadlines for datagram listeners: they would never apply."""
     for name in ("gate", "deadlines"):
@@ -208,6 +235,18 @@ class _Options(TypedDict, Generic[_ReqT, _AddrT], total=False):
     service_actions: Callable[[], object] | None
     admission: Admission | None
     on_event: EventSink | None
+
+
+class _EventedOptions(TypedDict, Generic[_ReqT, _AddrT], total=False):
+    """The keyword options of :func:`server` with a reactor's handler (no dispatcher, no gate)."""
+
+    verify: Predicate[_AddrT] | None
+    on_error: ErrorHandler[_ReqT] | None
+    timeout: float | None
+    service_actions: Callable[[], object] | None
+    admission: Admission | None
+    on_event: EventSink | None
+    deadlines: Deadlines | None
 
 
 class _StreamOptions(_Options[_ReqT, _AddrT], total=False):
@@ -233,9 +272,15 @@ def server(
     handler: Handler[StreamConnection[_AddrT]],
     **options: Unpack[_StreamOptions[StreamConnection[_AddrT], _AddrT]],
 ) -> Server[StreamConnection[_AddrT], _AddrT]: ...
+@overload
 def server(
     transport: Listeners[_ReqT, _AddrT],
-    handler: Handler[_ReqT],
+    handler: Evented[_ReqT],
+    **options: Unpack[_EventedOptions[_ReqT, _AddrT]],
+) -> Server[_ReqT, _AddrT]: ...
+def server(
+    transport: Listeners[_ReqT, _AddrT],
+    handler: Handler[_ReqT] | Evented[_ReqT],
     **options: Unpack[_StreamOptions[_ReqT, _AddrT]],
 ) -> Server[_ReqT, _AddrT]:
     """Describe a server: ``server(transport, handler, *, dispatcher=..., ...)``; see :class:`Server`.
@@ -245,6 +290,13 @@ def server(
     ``gate=`` and ``deadlines=`` are accepted for stream connections only --
     on a datagram transport they are a type error (and a :class:`TypeError`
     at run time).
+
+    In place of a blocking handler, *handler* may be what the server's
+    reactor serves (:mod:`servekit.protocols`, :mod:`servekit.framing`):
+    ``server(tcp(host, port), lines(answer))``.  Then there is no
+    ``dispatcher=`` (the reactor holds the connections; blocking work goes to
+    a pool with ``offload=``) and no ``gate=``; ``deadlines=`` are the
+    reactor's time limits.
     """
     return Server(transport, handler, **options)
 
@@ -253,7 +305,7 @@ def _stages(spec: Server[_ReqT, _AddrT]) -> tuple[Stage[_ReqT], ...]:
     """The worker's steps before the handler, in order: composed here, in one place."""
     stages: list[Stage[_ReqT]] = []
     deadlines = spec.deadlines
-    if deadlines is not None:
+    if deadlines is not None and not isinstance(spec.handler, Evented):  # (the reactor keeps its own)
 
         def with_deadlines(request: _ReqT) -> _ReqT:
             if not isinstance(request, StreamConnection):
@@ -347,10 +399,10 @@ def _listen_all(spec: Server[_ReqT, _AddrT]) -> list[Intake[_ReqT, _AddrT]]:
     return intakes
 
 
-def _wiring(spec: Server[_ReqT, _AddrT], where: str) -> Wiring[_ReqT]:
+def _wiring(spec: Server[_ReqT, _AddrT], where: str, handler: Callable[[_ReqT], object]) -> Wiring[_ReqT]:
     emit, routine = _sink(spec)
     return Wiring(
-        handler=spec.handler,
+        handler=handler,
         stages=_stages(spec),
         loop_stages=_loop_stages(spec),
         # The transport gives requests from peers of its address type A:
@@ -363,6 +415,49 @@ def _wiring(spec: Server[_ReqT, _AddrT], where: str) -> Wiring[_ReqT]:
         timeout=spec.timeout,
         service_actions=spec.service_actions,
     )
+
+
+def _reactor_parts(
+    spec: Server[_ReqT, _AddrT], evented: Evented[_ReqT], intakes: list[Intake[_ReqT, _AddrT]]
+) -> tuple[Callable[[_ReqT], object], Dispatcher]:
+    """The handler and dispatcher that serve *evented*: the reactor for streams; for datagrams, the
+    message function inline, or on a pool of ``offload`` threads."""
+    stream = intakes[0].listener.socket.type == socket.SOCK_STREAM
+    if stream != (evented.kind == "stream"):
+        names = ", ".join(intake.listener.name for intake in intakes)
+        raise TypeError(f"{evented!r} serves {evented.kind} connections, but the listeners are not: {names}")
+    if stream:
+        return _never_called, _ReactorDispatcher(evented, spec.deadlines)
+    answer = cast("Callable[[bytes], bytes | None]", evented.start)
+
+    def reply(datagram: _ReqT) -> None:
+        data = answer(datagram.data)  # type: ignore[attr-defined]  # (a datagram server's)
+        if data is not None:
+            datagram.reply(data)  # type: ignore[attr-defined]
+
+    return reply, (Pooled(workers=evented.offload) if evented.offload else Inline())
+
+
+def _never_called(request: object) -> None:
+    raise RuntimeError(f"a reactor's connection reached a blocking handler: {request!r}")
+
+
+@final
+class _ReactorDispatcher:
+    """Starts the reactor's workers for a bound server (its host is the route itself)."""
+
+    __slots__ = ("deadlines", "evented")
+
+    def __init__(self, evented: Evented[Never], deadlines: Deadlines | None) -> None:
+        self.evented = evented
+        self.deadlines = deadlines
+
+    def start(self, host: WorkerHost[_T], /) -> Workers[_T]:
+        from ._runtime.pipeline import Pipeline  # noqa: PLC0415 - (loaded already: the runtime's)
+        from ._runtime.reactor import ReactorWorkers  # noqa: PLC0415 - only evented servers load it
+
+        assert isinstance(host, Pipeline)
+        return ReactorWorkers(host, self.evented, self.deadlines)
 
 
 class _Handle(Generic[_ReqT, _AddrT]):
@@ -400,7 +495,15 @@ class Bound(Generic[_ReqT, _AddrT]):
     def __init__(self, spec: Server[_ReqT, _AddrT]) -> None:
         intakes = _listen_all(spec)
         where = ", ".join(intake.listener.name for intake in intakes)
-        runtime: Runtime[_ReqT, _AddrT] = Runtime(intakes, spec.dispatcher, _wiring(spec, where))
+        handler, dispatcher = spec.handler, spec.dispatcher
+        if isinstance(handler, Evented):
+            try:
+                handler, dispatcher = _reactor_parts(spec, handler, intakes)
+            except BaseException:
+                for intake in intakes:
+                    intake.listener.close()
+                raise
+        runtime: Runtime[_ReqT, _AddrT] = Runtime(intakes, dispatcher, _wiring(spec, where, handler))
         _handles[self] = cast("_Handle[Request[object], object]", _Handle(spec, runtime))
 
     @property

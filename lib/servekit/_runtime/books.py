@@ -52,6 +52,7 @@ class Books(Generic[_ReqT, _WhereT]):
         "peer_left",
         "rejected",
         "shared",
+        "closed_reasons",
         "stage_errors",
         "taken",
         "unhandled",
@@ -80,6 +81,7 @@ class Books(Generic[_ReqT, _WhereT]):
         self.handler_seconds = 0.0
         self.handler_errors = 0
         self.stage_errors: dict[str, int] = {}
+        self.closed_reasons: dict[str, int] = {}  # reason -> count, for every reason but "finished"
         self.cut_total = 0
         # High-water marks of the derived totals, so that stats() never goes back.
         self._closed_seen = self._handled_seen = 0
@@ -125,6 +127,7 @@ class Books(Generic[_ReqT, _WhereT]):
         with self.lock:
             seconds, errors, cut = self.handler_seconds, self.handler_errors, self.cut_total
             stages = dict(self.stage_errors)
+            reasons = dict(self.closed_reasons)
             # Read while the loop's thread and the workers go on: a request
             # is live before it is counted taken, and counted unhandled before
             # it is no longer live, so these can only lag, by a request or two;
@@ -147,4 +150,5 @@ class Books(Generic[_ReqT, _WhereT]):
             handler_errors_total=errors,
             stage_errors_total=sum(stages.values()),
             stage_errors_by_stage=stages,
+            closed_by_reason=reasons,
         )

@@ -199,6 +199,7 @@ class Runtime(Generic[_ReqT, _AddrT]):
         def last_intake() -> None:
             try:
                 pipeline.take_all()
+                pipeline.drain_started()
             finally:
                 self.loop.drop_intake()
                 for listener in self.listeners:

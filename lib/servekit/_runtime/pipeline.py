@@ -51,7 +51,7 @@ class Pipeline(Generic[_ReqT]):
     """The route: ``take`` on the loop's thread, ``run`` in the worker, one ``end``; the workers' host."""
 
     __slots__ = (
-        "_closing", "_dispatch", "_door", "_doors", "_emit", "_failed", "_handing", "_handler", "_hold_at", "_in_child", "_screens",
+        "_closing", "_dispatch", "_door", "_doors", "_drainers", "_emit", "_failed", "_handing", "_handler", "_hold_at", "_in_child", "_screens",
         "_loop", "_report", "_room", "_routine", "_stages", "_taking", "_track", "_verify",
         "books", "children", "clients", "limits", "parking", "wiring",
     )  # fmt: skip
@@ -93,6 +93,7 @@ class Pipeline(Generic[_ReqT]):
         self._taking = self._doors[0]
         self._dispatch: Callable[[_ReqT], None] = _not_started
         self._room: Callable[[], Sequence[int] | None] | None = None
+        self._drainers: list[Callable[[], object]] = []
 
     def start(self, workers: Workers[_ReqT], traits: WorkerTraits | None) -> None:
         """Dispatch to *workers*, which declared *traits* (``None``: nothing), from now on."""
@@ -302,6 +303,8 @@ class Pipeline(Generic[_ReqT]):
         lock = books.shared
         if lock is not None:
             lock.acquire()
+        if reason != "finished":
+            books.closed_reasons[reason] = books.closed_reasons.get(reason, 0) + 1
         if seconds is None:
             books.unhandled += 1
             if stage is not None:
@@ -381,7 +384,36 @@ class Pipeline(Generic[_ReqT]):
     def worker_failed(self, exc: BaseException, /) -> None:
         self._failed(exc)
 
+    # -- for workers on the loop (the reactor) ----------------------------------------------------
+
+    @property
+    def loop(self) -> Loop:
+        """The serve loop."""
+        return self._loop
+
+    @property
+    def routine(self) -> bool:
+        """Whether the routine events (accepted, started, finished, closed) are made."""
+        return self._routine
+
+    def started(self, request: _ReqT) -> None:
+        """*request* is taken up (a :class:`HandlerStarted` event): for workers that do not :meth:`run` it."""
+        self._emit(HandlerStarted(request.client_address))
+
+    def report_error(self, request: _ReqT, exc: Exception) -> None:
+        """Report *exc*, raised while serving *request*, as a handler's is (``on_error`` or the log)."""
+        self._report(request, exc)
+
+    def on_drain(self, callback: Callable[[], object]) -> None:
+        """Call *callback* on the loop's thread when a drain begins (after the backlog is taken)."""
+        self._drainers.append(callback)
+
     # -- the lifecycle's calls -------------------------------------------------------------------
+
+    def drain_started(self) -> None:
+        """A drain has taken the backlog (on the loop's thread): tell those who asked."""
+        for callback in self._drainers:
+            callback()
 
     def take_all(self) -> None:
         """Take every request waiting in the listen backlogs (on the loop's thread)."""
