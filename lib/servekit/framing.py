@@ -56,12 +56,20 @@ TOO_LONG: Final = "too_long"
 
 
 class FrameTooLong(ValueError):
-    """A message is longer than its framing allows (raised by :meth:`Framing.split`)."""
+    """A message is longer than its framing allows (raised by :meth:`Framing.split`).
 
-    def __init__(self, length: int, limit: int) -> None:
+    Attributes:
+        length: how long it is (at least: it may not be complete).
+        limit: the framing's limit.
+        before: the complete messages before it in the data split, to be
+            answered before its connection is closed.
+    """
+
+    def __init__(self, length: int, limit: int, before: list[bytes] | None = None) -> None:
         super().__init__(f"a message of at least {length} bytes is over the limit of {limit} bytes")
         self.length = length
         self.limit = limit
+        self.before: list[bytes] = [] if before is None else before
 
 
 class Framing(Protocol):
@@ -71,7 +79,8 @@ class Framing(Protocol):
         """The complete messages at the start of *data*, and the incomplete rest (kept for the next call).
 
         Raises:
-            FrameTooLong: a message, or the incomplete rest, is over the limit.
+            FrameTooLong: a message, or the incomplete rest, is over the limit
+                (with the complete messages before it as its ``before``).
         """
         ...
 
@@ -116,14 +125,14 @@ class Lines:
         limit = self.max_length
         while end > 0:
             if end - start > limit:
-                raise FrameTooLong(end - start, limit)
+                raise FrameTooLong(end - start, limit, found)
             found.append(data[start:end])
             start = end
             end = data.find(delimiter, start)
             if end >= 0:
                 end += width
         if len(data) - start > limit:
-            raise FrameTooLong(len(data) - start, limit)
+            raise FrameTooLong(len(data) - start, limit, found)
         return found, data[start:]
 
     def encode(self, reply: bytes, /) -> bytes:
@@ -160,7 +169,7 @@ class LengthPrefixed:
         while len(data) - start >= size:
             (length,) = unpack(data, start)
             if length > self.max_length:
-                raise FrameTooLong(length, self.max_length)
+                raise FrameTooLong(length, self.max_length, found)
             end = start + size + length
             if end > len(data):
                 break
@@ -190,7 +199,7 @@ class MessageProtocol:
             :meth:`answered` on the loop's thread; ``None``: answer on the loop.
     """
 
-    __slots__ = ("_busy", "_framing", "_handler", "_out", "_queue", "_rest", "_submit")
+    __slots__ = ("_busy", "_framing", "_handler", "_out", "_queue", "_rest", "_submit", "_too_long")
 
     def __init__(
         self,
@@ -205,6 +214,7 @@ class MessageProtocol:
         self._out: Output[object] | None = None
         self._busy = False  # a message is with the pool
         self._queue: list[bytes] = []  # messages waiting for it
+        self._too_long = False  # a message over the limit came after those: close once they are answered
 
     def connected(self, out: Output[object], /) -> None:
         self._out = out
@@ -212,28 +222,34 @@ class MessageProtocol:
     def data_received(self, data: bytes, /) -> None:
         if self._rest:
             data = self._rest + data
+        too_long = False
         try:
             found, self._rest = self._framing.split(data)
-        except FrameTooLong:
-            self._rest = b""
-            self._queue.clear()
-            assert self._out is not None
-            self._out.close(TOO_LONG)
-            return
-        if not found:
-            return
-        if self._submit is None:
-            out = self._out
-            assert out is not None
-            handler, encode = self._handler, self._framing.encode
-            for message in found:
-                reply = handler(message)
-                if reply is not None:
-                    out.write(encode(reply))
-            return
-        self._queue.extend(found)
-        if not self._busy:
-            self._next()
+        except FrameTooLong as exc:
+            found, self._rest, too_long = exc.before, b"", True
+        if found:
+            if self._submit is None:
+                out = self._out
+                assert out is not None
+                handler, encode = self._handler, self._framing.encode
+                for message in found:
+                    reply = handler(message)
+                    if reply is not None:
+                        out.write(encode(reply))
+            else:
+                self._queue.extend(found)
+                if not self._busy:
+                    self._next()
+        if too_long:
+            self._too_long = True
+            if not self._busy:
+                self._end_too_long()
+
+    def _end_too_long(self) -> None:
+        """Close the connection for a message over the limit, once the answers before it are written."""
+        self._queue.clear()
+        assert self._out is not None
+        self._out.close(TOO_LONG)
 
     def _next(self) -> None:
         """Hand the next waiting message to the pool (reading pauses meanwhile)."""
@@ -253,6 +269,8 @@ class MessageProtocol:
             out.write(self._framing.encode(reply))
         if self._queue:
             self._next()
+        elif self._too_long:
+            self._end_too_long()
         else:
             out.resume_reading()
 

@@ -1,4 +1,11 @@
-"""A small kit for testing servers and handlers built with servekit."""
+"""A small kit for testing servers and handlers built with servekit.
+
+Blocking handlers are driven over a socketpair (:func:`drive`,
+:func:`driving`); servers in a thread (:func:`serving`, :class:`EventLog`).
+Protocols and message handlers of the reactor (:mod:`servekit.protocols`,
+:mod:`servekit.framing`) need neither: :func:`feed` hands them bytes and a
+:class:`FakeOutput` records what they write -- no socket, no loop, no clock.
+"""
 
 from __future__ import annotations
 
@@ -9,20 +16,32 @@ import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from time import monotonic
-from typing import TYPE_CHECKING, TypeVar, final
+from typing import TYPE_CHECKING, Generic, TypeVar, cast, final, overload
 
-from ._types import Address
+from ._types import Address, _AddrT_co
 from .abc import BoundServer, Handler
 from .connections import StreamConnection
+from .protocols import Evented, StreamProtocol
 
 if TYPE_CHECKING:
     from .deadlines import Deadlines
     from .events import Event
 
-__all__ = ("EventLog", "datagram_exchange", "drive", "driving", "recv_line", "serving", "stream_exchange")
+__all__ = (
+    "EventLog",
+    "FakeOutput",
+    "datagram_exchange",
+    "drive",
+    "driving",
+    "feed",
+    "recv_line",
+    "serving",
+    "stream_exchange",
+)
 
 _BoundT = TypeVar("_BoundT", bound=BoundServer[object])
 _EventT = TypeVar("_EventT", bound="Event")
+_A = TypeVar("_A")
 
 
 @contextmanager
@@ -375,3 +394,212 @@ def drive(
         except ConnectionResetError:  # it closed with our bytes unread: an end like EOF
             pass
     return b"".join(chunks)
+
+
+@final
+class FakeOutput(Generic[_AddrT_co]):
+    """An :class:`~servekit.protocols.Output` with no socket behind it: it records what a protocol does.
+
+    Everything written is "sent" at once (nothing is ever buffered, so a
+    protocol's ``writable()`` is never due).  Give it to a protocol's
+    ``connected()`` and call the protocol's methods yourself, or let
+    :func:`feed` do both.
+
+    Args:
+        peer: the client's address the protocol sees.
+        server_address: the listener's address it sees.
+    """
+
+    __slots__ = ("_aborted", "_closed_reason", "_peer", "_reading", "_server_address", "_written")
+
+    def __init__(self, peer: _AddrT_co, server_address: _AddrT_co | None = None) -> None:
+        self._peer = peer
+        self._server_address = server_address
+        self._written = bytearray()
+        self._closed_reason: str | None = None
+        self._aborted = False
+        self._reading = True
+
+    @property
+    def peer(self) -> _AddrT_co:
+        """The client's address, as given."""
+        return self._peer
+
+    @property
+    def server_address(self) -> _AddrT_co | None:
+        """The listener's address, as given."""
+        return self._server_address
+
+    @property
+    def buffered(self) -> int:
+        """Always ``0``: everything written is sent at once."""
+        return 0
+
+    @property
+    def written(self) -> bytes:
+        """Every byte written while the connection was open, in order."""
+        return bytes(self._written)
+
+    @property
+    def closed_reason(self) -> str | None:
+        """The reason the connection closed for (``"aborted"`` after :meth:`abort`), ``None`` while open."""
+        return self._closed_reason
+
+    @property
+    def aborted(self) -> bool:
+        """Whether the connection was aborted (by :meth:`abort`, or by :func:`feed` when a method raised)."""
+        return self._aborted
+
+    @property
+    def reading(self) -> bool:
+        """``False`` between :meth:`pause_reading` and :meth:`resume_reading`."""
+        return self._reading
+
+    def write(self, data: bytes, /) -> None:
+        """Record *data*; ignored once the connection is closed, as on a server."""
+        if self._closed_reason is None:
+            self._written += data
+
+    def close(self, reason: str = "finished", /) -> None:
+        """Note *reason*; the first one counts (idempotent, as on a server)."""
+        if self._closed_reason is None:
+            self._closed_reason = reason
+
+    def abort(self) -> None:
+        """Close with the reason ``"aborted"``, unless closed already (as on a server: nothing is left to drop)."""
+        if self._closed_reason is None:
+            self._closed_reason = "aborted"
+            self._aborted = True
+
+    def pause_reading(self) -> None:
+        """Note that the protocol wants no more data for now."""
+        self._reading = False
+
+    def resume_reading(self) -> None:
+        """Note that the protocol wants data again."""
+        self._reading = True
+
+    def _fail(self) -> None:
+        """A protocol method raised: the connection ends with ``"error"``, as a server aborts it."""
+        if self._closed_reason is None:
+            self._closed_reason = "error"
+            self._aborted = True
+
+    def __repr__(self) -> str:
+        state = "open" if self._closed_reason is None else f"closed {self._closed_reason!r}"
+        return f"<FakeOutput for {self._peer!r}, {state}, {len(self._written)} bytes written>"
+
+
+@overload
+def feed(
+    protocol: StreamProtocol[str] | Evented[StreamConnection[str]],
+    /,
+    *chunks: bytes,
+    eof: bool = False,
+) -> FakeOutput[str]: ...
+@overload
+def feed(
+    protocol: StreamProtocol[_A] | Evented[StreamConnection[_A]],
+    /,
+    *chunks: bytes,
+    eof: bool = False,
+    peer: _A,
+    server_address: _A | None = None,
+) -> FakeOutput[_A]: ...
+def feed(
+    protocol: StreamProtocol[_A] | Evented[StreamConnection[_A]],
+    /,
+    *chunks: bytes,
+    eof: bool = False,
+    peer: object = "test-peer",
+    server_address: object = None,
+) -> FakeOutput[object]:
+    """Drive a stream protocol as the reactor would, with no socket, loop or clock: return what it wrote.
+
+    ``feed(lines(shout), b"ab\\nc", b"d\\n").written == b"AB\\nCD\\n"``.
+
+    The protocol is *protocol* itself, or the one a stream ``Evented`` makes
+    (``protocol(Echo)``, ``lines(fn)``, ``messages(framing, fn)``: with
+    ``offload=`` too, whose message function is then called in place).  It is
+    connected to a :class:`FakeOutput` from *peer* (``"test-peer"`` by
+    default; a protocol that wants an IP address needs one), gets each chunk
+    as one ``data_received`` call, then ``eof_received()`` if *eof* -- after
+    which the connection closes with ``"finished"``.  Once the protocol
+    closes (or aborts) the connection, nothing more is fed; its ``closed()``
+    is called with the reason after the method that closed returns (a server
+    calls it once what is buffered is sent).  A connection left open is not
+    closed: ``closed()`` is not called.
+
+    Raises:
+        TypeError: *protocol* is neither a stream protocol nor a stream
+            ``Evented`` (a class is refused: pass ``Echo()`` or
+            ``protocol(Echo)``), or a chunk is not ``bytes``.
+        ValueError: a chunk is empty (a server reads ``b""`` as the end of
+            the stream: pass ``eof=True``).
+        RuntimeError: the protocol paused reading with chunks (or the end)
+            still to feed: without a loop nothing would resume it.
+        Exception: what a protocol method raised, as it is -- after the
+            connection was aborted (``closed_reason == "error"``) and the
+            protocol's ``closed("error")`` called.
+    """
+    for chunk in chunks:
+        if not isinstance(chunk, bytes):
+            raise TypeError(f"chunks must be bytes, got {type(chunk).__name__} {chunk!r}")
+        if not chunk:
+            raise ValueError(
+                "a chunk must not be empty, got b'' (a server reads it as the end of the stream: pass eof=True)"
+            )
+    proto = _stream_protocol(protocol)
+    out: FakeOutput[object] = FakeOutput(peer, server_address)
+    left = len(chunks)
+    try:
+        proto.connected(out)
+        for chunk in chunks:
+            if out.closed_reason is not None or not out.reading:
+                break
+            left -= 1
+            proto.data_received(chunk)
+        if eof and out.closed_reason is None and out.reading:
+            eof = False
+            proto.eof_received()
+            out.close()
+    except Exception as exc:
+        out._fail()
+        try:
+            proto.closed(out.closed_reason or "error")
+        except Exception as also:  # noqa: BLE001 - noted on the first, which is raised
+            exc.add_note(f"(its closed() raised too: {also!r})")
+        raise
+    if out.closed_reason is not None:
+        proto.closed(out.closed_reason)
+    elif not out.reading and (left or eof):
+        unfed = " and ".join(
+            ([f"{left} chunk{'' if left == 1 else 's'}"] if left else []) + (["the end"] if eof else [])
+        )
+        raise RuntimeError(
+            f"{proto!r} paused reading with {unfed} still to feed; without a loop nothing resumes it "
+            "(drive it by hand: connected(FakeOutput(peer)), then its methods)"
+        )
+    return out
+
+
+def _stream_protocol(given: object) -> StreamProtocol[object]:
+    """The protocol object *given* is, or the one its stream ``Evented`` makes."""
+    if isinstance(given, Evented):
+        if given.kind != "stream":
+            raise TypeError(f"feed() drives stream protocols; {given!r} serves datagrams (call its message function)")
+        given = cast("Callable[[], object]", given.start)()
+    elif isinstance(given, type):
+        name = given.__qualname__
+        raise TypeError(f"expected a protocol object, got the class {name} (pass {name}() or protocol({name}))")
+    missing = [
+        name
+        for name in ("connected", "data_received", "eof_received", "writable", "closed")
+        if not callable(getattr(given, name, None))
+    ]
+    if missing:
+        raise TypeError(
+            f"expected a stream protocol (connected, data_received, eof_received, writable, closed), "
+            f"got {type(given).__name__} {given!r} without {', '.join(missing)}"
+        )
+    return cast("StreamProtocol[object]", given)

@@ -9,80 +9,19 @@ JSON line on stdout, exit 0.
 
 from __future__ import annotations
 
-import json
-import os
-import select
-import signal
 import socket
-import subprocess
-import sys
 import threading
-import time
-from collections.abc import Iterator
-from contextlib import contextmanager
-from pathlib import Path
+from contextlib import AbstractContextManager
 
+from example_processes import TIMEOUT, Example, many_connects, slow_clients
+from example_processes import example as run_example
 from servekit.testing import recv_line
 
-EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "production_server.py"
-TIMEOUT = 20.0
+SCRIPT = "production_server.py"
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
-class Example:
-    def __init__(self, proc: subprocess.Popen[str], port: int) -> None:
-        self.proc = proc
-        self.port = port
-        self.address = ("127.0.0.1", port)
-
-    def threads(self) -> int:
-        with open(f"/proc/{self.proc.pid}/status") as status:
-            for line in status:
-                if line.startswith("Threads:"):
-                    return int(line.split()[1])
-        raise AssertionError("no Threads line")
-
-    def terminate(self) -> tuple[int, dict[str, object], float]:
-        """SIGTERM; the exit status, the JSON report and how long it took to exit."""
-        start = time.monotonic()
-        self.proc.send_signal(signal.SIGTERM)
-        out, err = self.proc.communicate(timeout=TIMEOUT)
-        took = time.monotonic() - start
-        lines = [line for line in out.splitlines() if line.strip()]
-        assert len(lines) == 1, out + err
-        return self.proc.returncode, json.loads(lines[0]), took
-
-
-@contextmanager
-def example(*args: str) -> Iterator[Example]:
-    port = _free_port()
-    proc = subprocess.Popen(
-        [sys.executable, str(EXAMPLE), "--host", "127.0.0.1", "--port", str(port), *args],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert proc.stderr is not None
-        first = proc.stderr.readline()  # "listening on ..." once it listens
-        assert first.startswith("listening on "), first + proc.stderr.read()
-        yield Example(proc, port)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate(timeout=TIMEOUT)
-
-
-def _ask(address: tuple[str, int], line: bytes) -> bytes:
-    with socket.create_connection(address, timeout=TIMEOUT) as sock:
-        sock.sendall(line)
-        return recv_line(sock)
+def example(*args: str) -> AbstractContextManager[Example]:
+    return run_example(SCRIPT, *args)
 
 
 def test_echo_sleep_and_terminate() -> None:
@@ -103,45 +42,7 @@ def test_slow_clients_are_held_without_workers_and_closed_at_their_deadline() ->
     idle = 3.0
     with example("--idle-timeout", str(idle), "--workers", "16") as ex:
         baseline = ex.threads()
-        slow: list[socket.socket] = []
-        try:
-            opened = time.monotonic()
-            for _ in range(1000):
-                sock = socket.socket()
-                sock.settimeout(TIMEOUT)
-                sock.connect(ex.address)
-                slow.append(sock)
-            tricklers = slow[:500]
-            closed_at: dict[int, float] = {}
-            latencies: list[float] = []
-            threads: list[int] = []
-            end = opened + idle + 3.0
-            next_trickle = time.monotonic()
-            while time.monotonic() < end and len(closed_at) < len(slow):
-                now = time.monotonic()
-                if now >= next_trickle:  # a byte a second, never a full line
-                    for sock in tricklers:
-                        if sock.fileno() not in closed_at:
-                            try:
-                                sock.send(b"x")
-                            except OSError:
-                                closed_at[sock.fileno()] = now
-                    next_trickle = now + 1.0
-                    asked = time.monotonic()
-                    assert _ask(ex.address, b"normal\n") == b"normal\n"
-                    latencies.append(time.monotonic() - asked)
-                    threads.append(ex.threads())
-                ready, _, _ = select.select([s for s in slow if s.fileno() not in closed_at], [], [], 0.2)
-                for sock in ready:
-                    try:
-                        data = sock.recv(16)
-                    except OSError:
-                        data = b""
-                    if not data:
-                        closed_at[sock.fileno()] = time.monotonic()
-        finally:
-            for sock in slow:
-                sock.close()
+        opened, closed_at, latencies, threads = slow_clients(ex, idle)
         status, report, _ = ex.terminate()
     assert status == 0
     assert len(closed_at) == 1000, f"{1000 - len(closed_at)} slow connections were not closed"
@@ -168,34 +69,7 @@ def test_slow_clients_are_held_without_workers_and_closed_at_their_deadline() ->
 
 def test_two_thousand_simultaneous_connects_are_all_answered() -> None:
     with example() as ex:
-        socks = []
-        try:
-            for _ in range(2000):
-                sock = socket.socket()
-                sock.setblocking(False)
-                err = sock.connect_ex(ex.address)
-                assert err in (0, 115), os.strerror(err)  # 115: EINPROGRESS
-                socks.append(sock)
-            for i, sock in enumerate(socks):
-                sock.settimeout(TIMEOUT)
-                sock.sendall(b"n%d\n" % i)
-            # Each client reads its answer and closes, in whatever order they come.
-            answers: dict[int, bytes] = {}
-            waiting = {sock.fileno(): (i, sock) for i, sock in enumerate(socks)}
-            poller = select.poll()
-            for fd in waiting:
-                poller.register(fd, select.POLLIN)
-            deadline = time.monotonic() + TIMEOUT
-            while waiting and time.monotonic() < deadline:
-                for fd, _ in poller.poll(1000):
-                    i, sock = waiting.pop(fd)
-                    poller.unregister(fd)
-                    answers[i] = recv_line(sock)
-                    sock.close()
-            assert not waiting, f"{len(waiting)} connections were not answered"
-        finally:
-            for sock in socks:
-                sock.close()
+        answers = many_connects(ex.address)
         status, report, _ = ex.terminate()
     assert [answers[i] for i in range(2000)] == [b"n%d\n" % i for i in range(2000)]
     assert status == 0 and report["cut"] == 0

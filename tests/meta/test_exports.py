@@ -25,6 +25,8 @@ LAYERS = [
     "_deadline_io",
     "connections",
     "events",
+    "protocols",
+    "framing",
     "_runtime",
     "_runtime.waiter",
     "_runtime.loop",
@@ -37,6 +39,7 @@ LAYERS = [
     "_runtime.children",
     "_runtime.clients",
     "_runtime.pipeline",
+    "_runtime.reactor",
     "_runtime.lifecycle",
     "acceptors",
     "handlers",
@@ -59,7 +62,7 @@ LAYERS = [
 ]
 
 #: What the runtime and the classic adapter may import of servekit: nothing that loads attrs or logging.
-STDLIB_ONLY = ("_lite", "_types", "_traits", "_socket_writer", "abc", "_validate", "errors", "_deadline_io", "connections", "events", "_runtime")
+STDLIB_ONLY = ("_lite", "_types", "_traits", "_socket_writer", "abc", "_validate", "errors", "_deadline_io", "connections", "events", "protocols", "framing", "_runtime")
 
 
 def _modules() -> dict[str, Path]:
@@ -101,7 +104,7 @@ def _imports(name: str, path: Path) -> set[str]:
 
 def test_all_is_complete_and_sorted() -> None:
     public = {name for name in dir(servekit) if not name.startswith("_")}
-    modules = {"abc", "admission", "events", "gates", "servers", "acceptors", "connections", "dispatchers", "errors", "handlers", "testing", "transports", "deadlines", "classic", "runner"}
+    modules = {"abc", "admission", "events", "gates", "servers", "acceptors", "connections", "dispatchers", "errors", "handlers", "testing", "transports", "deadlines", "classic", "runner", "protocols", "framing"}
     assert set(servekit.__all__) == public - modules
     assert list(servekit.__all__) == sorted(servekit.__all__)
 
