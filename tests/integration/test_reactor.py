@@ -15,7 +15,7 @@ import time
 import pytest
 
 from servekit import Admission, ConnectionClosed, Deadlines, HandlerStarted, Rejected, server, tcp, udp, unix_stream
-from servekit.framing import datagrams, length_prefixed, lines
+from servekit.framing import datagrams, length_prefixed, lines, messages
 from servekit.protocols import Output, protocol
 from servekit.testing import EventLog, datagram_exchange, recv_line, serving
 
@@ -349,3 +349,51 @@ def test_drain_closes_waiting_connections_at_once_and_finishes_answers_in_flight
             busy.close()
     [report] = reports
     assert report.cut == 0 and report.finished == 2, report
+
+
+class Netstrings:
+    """A framing written as a user would (``<length>:<payload>,``), only the documented two methods."""
+
+    def split(self, data: bytes, /) -> tuple[list[bytes], bytes]:
+        found = []
+        while b":" in data:
+            head, _, rest = data.partition(b":")
+            size = int(head)
+            if len(rest) < size + 1:
+                break
+            found.append(rest[:size])
+            data = rest[size + 1 :]
+        return found, data
+
+    def encode(self, reply: bytes, /) -> bytes:
+        return b"%d:%s," % (len(reply), reply)
+
+
+def test_a_user_framing_gets_what_the_built_in_ones_get() -> None:
+    log = EventLog()
+    with serving(server(tcp("127.0.0.1", 0), messages(Netstrings(), lambda m: m.title()), on_event=log).bind()) as bound:
+        with socket.create_connection(bound.address, timeout=TIMEOUT) as sock:
+            sock.sendall(b"5:hello,3:a")
+            sock.sendall(b"bc,")
+            assert _recv_exactly(sock, 14) == b"5:Hello,3:Abc,"
+        [closed] = log.wait_for(ConnectionClosed, timeout=TIMEOUT)
+    assert closed.reason == "finished" and closed.bytes_in == 14 and closed.bytes_out == 14
+
+
+def test_admission_holds_a_connection_past_the_limit_until_one_ends() -> None:
+    spec = server(tcp("127.0.0.1", 0), lines(echo), admission=Admission(max_connections=1))
+    with serving(spec.bind()) as bound:
+        with socket.create_connection(bound.address, timeout=TIMEOUT) as first:
+            first.sendall(b"one\n")
+            assert recv_line(first) == b"one\n"
+            second = socket.create_connection(bound.address, timeout=TIMEOUT)  # into the backlog
+            try:
+                second.sendall(b"two\n")
+                ready, _, _ = select.select([second], [], [], 0.3)  # a bound: nothing may come meanwhile
+                assert not ready
+                assert bound.stats().connections_accepted_total == 1
+            except BaseException:
+                second.close()
+                raise
+        with second:
+            assert recv_line(second) == b"two\n"
