@@ -43,6 +43,10 @@ def parse(argv: list[str]) -> tuple[Options, argparse.Namespace]:
                         "(default 16; 1: only 127.0.0.1, which caps conn near 14,000/s)")
     parser.add_argument("--keepalive", type=int, default=None, metavar="N",
                         help="connections of the keep-alive workload (default 16)")
+    parser.add_argument("--blocking", type=int, default=None, metavar="N",
+                        help="connections of the blocking workload (default 32)")
+    parser.add_argument("--work-ms", type=float, default=None, metavar="MS",
+                        help="blocking work per line of the blocking workload, in ms (default 1)")
     parser.add_argument("--json", type=Path, metavar="FILE", help="also write every figure as JSON")
     parser.add_argument("--chart", type=Path, metavar="FILE",
                         help=f"PNG chart (needs matplotlib: pip install -e '.[plot]'); default {DEFAULT_CHART.name} "
@@ -61,7 +65,8 @@ def parse(argv: list[str]) -> tuple[Options, argparse.Namespace]:
         workloads.extend(match)
     if args.smoke:
         opts = Options(seconds=0.2, runs=1, idle=20 if args.idle is None else args.idle, active=2,
-                       keepalive=4, conn=2, udp=2, poll_interval=0.05, import_repeats=1, smoke=True)  # fmt: skip
+                       keepalive=4, conn=2, udp=2, blocking=4, poll_interval=0.05, import_repeats=1,
+                       smoke=True)  # fmt: skip
         if "--seconds" in argv:
             opts = Options(**{**opts.__dict__, "seconds": args.seconds})
     else:
@@ -72,6 +77,14 @@ def parse(argv: list[str]) -> tuple[Options, argparse.Namespace]:
         if args.keepalive < 1:
             parser.error(f"--keepalive must be at least 1, got {args.keepalive}")
         opts = Options(**{**opts.__dict__, "keepalive": args.keepalive})
+    if args.blocking is not None:
+        if args.blocking < 1:
+            parser.error(f"--blocking must be at least 1, got {args.blocking}")
+        opts = Options(**{**opts.__dict__, "blocking": args.blocking})
+    if args.work_ms is not None:
+        if not 0 <= args.work_ms <= 1000:
+            parser.error(f"--work-ms must be between 0 and 1000, got {args.work_ms}")
+        opts = Options(**{**opts.__dict__, "work_ms": args.work_ms})
     opts = Options(**{**opts.__dict__, "only": tuple(args.only), "workloads": tuple(workloads),
                       "generator": args.generator, "pin": not args.no_pin,
                       "sources": max(1, min(254, args.sources))})  # fmt: skip

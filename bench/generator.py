@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench.procs import LineReader
-from bench.servers import Proto, Workload
+from bench.servers import Proto, Workload, load_mode
 
 __all__ = ("Generator", "LoadResult", "LoadSpec", "find_generator")
 
@@ -91,7 +91,7 @@ class Generator:
         on_idle_ready: Callable[[int, float], None] | None = None,
     ) -> LoadResult:
         argv = [
-            *self.argv, "run", spec.workload, address[0], str(address[1]),
+            *self.argv, "run", load_mode(spec.workload), address[0], str(address[1]),
             "-c", str(spec.connections),
             "-d", f"{spec.seconds:g}",
             "-t", str(spec.timeout_ms),

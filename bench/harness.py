@@ -40,7 +40,7 @@ from bench.procs import (
 )
 from bench.servers import ENTRIES, WORKLOADS, Entry, Workload, proto_of
 
-__all__ = ("Cell", "Options", "Results", "run_all")
+__all__ = ("Cell", "Options", "Results", "connections_of", "over_capacity", "run_all")
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -57,6 +57,11 @@ class Options:
     # accept + dispatch + teardown, not the kernel's one-second SYN retry.
     conn: int = 4
     udp: int = 16  # sockets of the udp workload, one datagram in flight each
+    # The blocking workload: keep-alive connections whose every line costs
+    # the handler work_ms of blocking (time.sleep), to compare the reactor's
+    # offload pool with a pool of the same size alone.
+    blocking: int = 32
+    work_ms: float = 1.0
     timeout_ms: int = 2000
     size: int = 32
     poll_interval: float = 0.5  # the library default; smoke runs shorten it
@@ -200,12 +205,14 @@ def _check_requirements(entries: Iterable[Entry]) -> dict[str, str]:
 
 
 def select_entries(only: tuple[str, ...]) -> tuple[list[Entry], dict[str, str]]:
-    """The entries to run (with the ceiling and the twins of the chosen ones
-    always included) and the skipped ones with the reason."""
+    """The entries to run (with the ceiling, and the twins and the other
+    entries the chosen ones are compared with, always included) and the
+    skipped ones with the reason."""
     chosen = [e for e in ENTRIES if not only or any(s in e.name for s in only)]
     names = {e.name for e in chosen} | {"ceiling"}
     for e in chosen:
         names.update(e.twin.values())
+        names.update(e.compare_with)
     candidates = [e for e in ENTRIES if e.name in names]
     bad = _check_requirements(candidates)
     run: list[Entry] = []
@@ -278,18 +285,38 @@ class _TreeSampler(threading.Thread):
         self.join(5.0)
 
 
+def connections_of(workload: Workload, opts: Options) -> int:
+    """The active connections (udp: sockets) of *workload*."""
+    return {"conn": opts.conn, "keepalive": opts.keepalive, "idle": opts.active, "udp": opts.udp,
+            "blocking": opts.blocking}[workload]  # fmt: skip
+
+
+def over_capacity(entry: Entry, workload: Workload, opts: Options) -> int | None:
+    """The connections *workload* holds at once when *entry* serves fewer
+    (its pool's workers, its children), else ``None``.  Only keepalive and
+    idle are judged so: past the bound those connections only wait and time
+    out.  (``conn`` holds its few clients; ``blocking`` runs past a pool's
+    size on purpose.)"""
+    if entry.capacity is None or workload not in ("keepalive", "idle"):
+        return None
+    held = opts.keepalive if workload == "keepalive" else opts.idle + opts.active
+    return held if held > entry.capacity else None
+
+
 def _spec(workload: Workload, opts: Options) -> LoadSpec:
-    connections = {"conn": opts.conn, "keepalive": opts.keepalive, "idle": opts.active, "udp": opts.udp}
+    connections = connections_of(workload, opts)
     idle = opts.idle if workload == "idle" else 0
     return LoadSpec(
         workload,
-        connections[workload],
+        connections,
         opts.seconds,
         idle=idle,
         timeout_ms=opts.timeout_ms,
         size=opts.size,
-        # Opening takes about 2 ms a connection on a threaded server here.
-        idle_timeout_s=30.0 + idle * 0.01,
+        # The time allowed to open the held connections (idle, and the active
+        # ones of keepalive and blocking, 4 handshakes at a time): opening
+        # takes about 2 ms a connection on a threaded server here.
+        idle_timeout_s=30.0 + (idle + connections) * 0.01,
         sources=opts.sources,
     )
 
@@ -298,7 +325,9 @@ def _server_argv(entry: Entry, workload: Workload, gen: Generator, opts: Options
     proto = proto_of(workload)
     if entry.build is None:
         return gen.serve_argv(proto, opts.host)
-    return [sys.executable, "-m", "bench.serve", entry.name, proto, opts.host, repr(opts.poll_interval)]
+    work_ms = opts.work_ms if workload == "blocking" else 0.0
+    return [sys.executable, "-m", "bench.serve", entry.name, proto, opts.host, repr(opts.poll_interval),
+            repr(work_ms)]  # fmt: skip
 
 
 def _wind_down(pid: int, tasks: int, timeout: float) -> float | None:
@@ -421,10 +450,10 @@ IMPORTS: Final = {
 
 def run_all(opts: Options, command: str, log: Callable[[str], None]) -> Results:
     started = time.monotonic()
-    needed = opts.idle + opts.active + opts.keepalive + 256
+    needed = opts.idle + opts.active + max(opts.keepalive, opts.blocking) + 256
     fds = raise_fd_limit(needed, log)
     if "idle" in opts.workloads and fds < needed:
-        idle = max(0, fds - opts.active - opts.keepalive - 256)
+        idle = max(0, fds - opts.active - max(opts.keepalive, opts.blocking) - 256)
         log(f"note: only {fds} file descriptors: idle workload reduced to {idle} connections")
         opts = Options(**{**opts.__dict__, "idle": idle})
     where = servekit_path()
@@ -441,6 +470,14 @@ def run_all(opts: Options, command: str, log: Callable[[str], None]) -> Results:
                       [e.name for e in entries], skipped)  # fmt: skip
     for name, why in skipped.items():
         log(f"skipped {name}: {why}")
+    for workload in opts.workloads:
+        for entry in entries:
+            held = over_capacity(entry, workload, opts) if workload in entry.workloads else None
+            if held is not None:
+                note = (f"{entry.name} skipped in {workload}: it serves at most {entry.capacity} connections "
+                        f"at once, the workload holds {held}")  # fmt: skip
+                results.notes.append(note)
+                log(f"note: {note}")
     # Every second run takes the servers in reverse order, so a server and
     # its twin swap places and a slow drift of the machine favours neither.
     plan = [
@@ -448,7 +485,7 @@ def run_all(opts: Options, command: str, log: Callable[[str], None]) -> Results:
         for run in range(1, opts.runs + 1)
         for workload in opts.workloads
         for entry in (entries if run % 2 else entries[::-1])
-        if workload in entry.workloads
+        if workload in entry.workloads and over_capacity(entry, workload, opts) is None
     ]
     with tempfile.TemporaryDirectory(prefix="servekit-bench-") as tmp:
         for k, (run, workload, entry) in enumerate(plan, 1):

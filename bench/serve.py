@@ -1,6 +1,9 @@
 """The server process: build one registry entry, announce it, serve, report.
 
-    python -m bench.serve NAME tcp|udp HOST POLL_INTERVAL
+    python -m bench.serve NAME tcp|udp HOST POLL_INTERVAL [WORK_MS]
+
+WORK_MS (default 0): how long the handler blocks before each echo, for the
+``blocking`` workload (only the entries that list it use it).
 
 Protocol with the harness (bench/procs.py), on standard streams:
 
@@ -91,10 +94,11 @@ class _Watcher(threading.Thread):
 
 
 def main(argv: list[str]) -> int:
-    if len(argv) != 4 or argv[1] not in ("tcp", "udp"):
-        print("usage: python -m bench.serve NAME tcp|udp HOST POLL_INTERVAL", file=sys.stderr)
+    if len(argv) not in (4, 5) or argv[1] not in ("tcp", "udp"):
+        print("usage: python -m bench.serve NAME tcp|udp HOST POLL_INTERVAL [WORK_MS]", file=sys.stderr)
         return 2
     name, proto_arg, host, poll = argv[0], argv[1], argv[2], float(argv[3])
+    work_s = float(argv[4]) / 1000 if len(argv) == 5 else 0.0
     proto: Proto = "udp" if proto_arg == "udp" else "tcp"
     entry = by_name(name)
     build = entry.build
@@ -106,7 +110,7 @@ def main(argv: list[str]) -> int:
         for name in getattr(loaded, "__all__", ()):  # names a package loads lazily (servekit's)
             getattr(loaded, name)
     started = time.perf_counter()
-    serving = build(proto, host, poll)
+    serving = build(proto, host, poll, work_s)
     watcher = _Watcher(serving, proto, started)
     watcher.start()
     serving.serve()

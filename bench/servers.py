@@ -7,7 +7,10 @@ ratios, the name of its standard-library twin per protocol.
 
 Every server answers the same way: a stream server echoes each
 newline-terminated line back on the same connection until the client closes
-it; a datagram server sends each datagram back to its sender.  The handlers
+it; a datagram server sends each datagram back to its sender.  In the
+``blocking`` workload (and only there) the servers that take it block for a
+given time in the handler before each echo (``time.sleep``: a database
+call's wait), to compare ways of running blocking handlers.  The handlers
 are written the way a user of each library would write them (``rfile`` /
 ``wfile`` for the socketserver family and servekit, streams for asyncio), so
 what is measured is what a user gets.
@@ -21,6 +24,7 @@ from __future__ import annotations
 
 import importlib
 import socket
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final, Literal, Protocol
@@ -33,15 +37,16 @@ __all__ = (
     "Workload",
     "WORKLOADS",
     "by_name",
+    "load_mode",
     "proto_of",
 )
 
-Workload = Literal["conn", "keepalive", "idle", "udp"]
+Workload = Literal["conn", "keepalive", "idle", "udp", "blocking"]
 Proto = Literal["tcp", "udp"]
 Address = tuple[str, int]
 
 #: In the order the harness runs and prints them.
-WORKLOADS: Final[tuple[Workload, ...]] = ("conn", "keepalive", "idle", "udp")
+WORKLOADS: Final[tuple[Workload, ...]] = ("conn", "keepalive", "idle", "udp", "blocking")
 
 #: Servers that run one request at a time (inline) cannot hold a second
 #: connection open; forking servers stop at ``max_children`` (40) children,
@@ -53,6 +58,12 @@ _UNBOUNDED: Final[tuple[Workload, ...]] = ("conn", "keepalive", "idle")
 
 def proto_of(workload: Workload) -> Proto:
     return "udp" if workload == "udp" else "tcp"
+
+
+def load_mode(workload: Workload) -> str:
+    """The load generator's mode for *workload*: ``blocking`` is keep-alive
+    traffic (only the server's handler differs)."""
+    return "keepalive" if workload == "blocking" else workload
 
 
 class Serving(Protocol):
@@ -72,9 +83,11 @@ class Serving(Protocol):
     def close(self) -> None: ...
 
 
-#: (protocol, host, poll interval) -> a bound server.  The poll interval is
-#: the library default (0.5 s) except in smoke runs.
-Build = Callable[[Proto, str, float], Serving]
+#: (protocol, host, poll interval, work seconds) -> a bound server.  The poll
+#: interval is the library default (0.5 s) except in smoke runs.  The work is
+#: how long the handler blocks before each echo: 0 except in the ``blocking``
+#: workload, which only the entries that list it get.
+Build = Callable[[Proto, str, float, float], Serving]
 
 
 @dataclass(frozen=True)
@@ -88,12 +101,21 @@ class Entry:
     build: Build | None
     #: protocol -> the entry this one is compared with in the ratios.
     twin: Mapping[Proto, str] = field(default_factory=dict)
+    #: Other entries it is also compared with (shown, never judged), in every
+    #: workload both take; they run whenever this one does, like the twin.
+    compare_with: tuple[str, ...] = ()
     #: Modules that must import, else the entry is skipped (and said so).
     requires: tuple[str, ...] = ()
     #: Requests are handled in child processes: memory is the process tree's.
     forks: bool = False
     #: The ratio this entry is judged against, if any (``None``: shown only).
     target: float | None = None
+    #: The most connections it serves at once (a pool's workers, a forking
+    #: server's children), ``None``: no such bound.  Its keepalive and idle
+    #: cells that need more are skipped (and said so): the connections past
+    #: the bound would only wait and time out.  The ``blocking`` workload runs
+    #: anyway -- serving past a pool's size is what that comparison is about.
+    capacity: int | None = None
 
 
 # --------------------------------------------------------------------------
@@ -146,7 +168,8 @@ class _SocketServerServing:
 def socketserver_build(module: str, cls: str) -> Build:
     """A server class of ``socketserver`` or of a drop-in for it, by name."""
 
-    def build(proto: Proto, host: str, poll_interval: float) -> Serving:
+    def build(proto: Proto, host: str, poll_interval: float, work_s: float) -> Serving:
+        del work_s  # (takes no blocking workload)
         mod = importlib.import_module(module)
         if proto == "tcp":
             handler = type("Echo", (mod.StreamRequestHandler,), {"handle": _stream_echo})
@@ -185,11 +208,16 @@ class _BoundServing:
 def servekit_build(dispatcher: str, **options: int) -> Build:
     """servekit's composed API with the named dispatcher factory (``threaded``...) and its *options*."""
 
-    def build(proto: Proto, host: str, poll_interval: float) -> Serving:
+    def build(proto: Proto, host: str, poll_interval: float, work_s: float) -> Serving:
         import servekit
 
         def echo(conn: servekit.StreamConnection) -> None:
             for line in conn.rfile:
+                conn.wfile.write(line)
+
+        def work(conn: servekit.StreamConnection) -> None:
+            for line in conn.rfile:
+                time.sleep(work_s)  # stands for a blocking call: a database query
                 conn.wfile.write(line)
 
         def pong(dg: servekit.Datagram) -> None:
@@ -197,7 +225,8 @@ def servekit_build(dispatcher: str, **options: int) -> Build:
 
         factory: Callable[..., servekit.Dispatcher] = getattr(servekit, dispatcher)
         if proto == "tcp":
-            bound: object = servekit.server(servekit.tcp(host, 0), echo, dispatcher=factory(**options)).bind()
+            handler = work if work_s else echo
+            bound: object = servekit.server(servekit.tcp(host, 0), handler, dispatcher=factory(**options)).bind()
         else:
             bound = servekit.server(servekit.udp(host, 0), pong, dispatcher=factory(**options)).bind()
         return _BoundServing(bound, poll_interval)
@@ -205,10 +234,12 @@ def servekit_build(dispatcher: str, **options: int) -> Build:
     return build
 
 
-def production_build(proto: Proto, host: str, poll_interval: float) -> Serving:
+def production_build(proto: Proto, host: str, poll_interval: float, work_s: float) -> Serving:
     """The composition of examples/production_server.py: a pool, a first-line gate, a request
     deadline, a connection limit, and an event sink counting every lifecycle event."""
     import collections
+
+    del work_s  # (takes no blocking workload)
 
     import servekit
 
@@ -233,6 +264,32 @@ def production_build(proto: Proto, host: str, poll_interval: float) -> Serving:
     return _BoundServing(spec.bind(), poll_interval)
 
 
+def reactor_build(offload: int = 0) -> Build:
+    """servekit's reactor, as examples/evented_echo.py serves: ``lines(echo)`` for
+    stream connections, ``datagrams(echo)`` for UDP; with *offload* the echo
+    runs on a pool of that many threads (one message of a connection at a time)."""
+
+    def build(proto: Proto, host: str, poll_interval: float, work_s: float) -> Serving:
+        import servekit
+        from servekit.framing import datagrams, lines
+
+        def echo(message: bytes) -> bytes:
+            return message
+
+        def work(message: bytes) -> bytes:
+            time.sleep(work_s)  # stands for a blocking call: a database query
+            return message
+
+        answer = work if work_s else echo
+        if proto == "tcp":
+            bound: object = servekit.server(servekit.tcp(host, 0), lines(answer, offload=offload)).bind()
+        else:
+            bound = servekit.server(servekit.udp(host, 0), datagrams(answer, offload=offload)).bind()
+        return _BoundServing(bound, poll_interval)
+
+    return build
+
+
 # --------------------------------------------------------------------------
 # asyncio (and uvloop, which is asyncio with another loop): in bench/_aio.py,
 # imported only by the processes that serve with it (asyncio is a slow import).
@@ -243,7 +300,8 @@ def asyncio_build(loop_module: str | None = None) -> Build:
     """asyncio streams (``start_server``) and datagram endpoints, on the default
     loop or on ``<loop_module>.new_event_loop()`` (uvloop)."""
 
-    def build(proto: Proto, host: str, poll_interval: float) -> Serving:
+    def build(proto: Proto, host: str, poll_interval: float, work_s: float) -> Serving:
+        del work_s  # (takes no blocking workload)
         from bench import _aio
 
         return _aio.serving(proto, host, loop_module)
@@ -297,8 +355,8 @@ class _GeventServing:
         self._server.close()
 
 
-def gevent_build(proto: Proto, host: str, poll_interval: float) -> Serving:
-    del poll_interval
+def gevent_build(proto: Proto, host: str, poll_interval: float, work_s: float) -> Serving:
+    del poll_interval, work_s
     return _GeventServing(proto, host)
 
 
@@ -315,6 +373,11 @@ _FORKING_TWIN: Final[Mapping[Proto, str]] = {
     "tcp": "stdlib.ForkingTCPServer",
     "udp": "stdlib.ForkingUDPServer",
 }
+#: The reactor answers datagrams on its serving thread, as UDPServer does;
+#: its stream connections are many at once, as ThreadingTCPServer's are.
+_REACTOR_TWIN: Final[Mapping[Proto, str]] = {"tcp": "stdlib.ThreadingTCPServer", "udp": "stdlib.UDPServer"}
+#: The event loops the reactor is measured against.
+_EVENT_LOOPS: Final[tuple[str, ...]] = ("asyncio", "uvloop")
 
 #: (class name, workloads, forks) of the socketserver classes measured; the
 #: stdlib entries and their servekit.classic twins are both made from it.
@@ -339,21 +402,34 @@ ENTRIES: Final[tuple[Entry, ...]] = (
     # holds its connection): 32 workers take keepalive's 16 connections, not
     # the idle workload's 1,000.
     Entry("servekit.pooled", "servekit", (*_BOUNDED, "udp"), servekit_build("pooled", workers=32),
-          twin=_THREADING_TWIN, requires=("servekit",)),
+          twin=_THREADING_TWIN, requires=("servekit",), capacity=32),
     # examples/production_server.py's composition (stream only).
     Entry("servekit.production", "servekit", _BOUNDED, production_build,
-          twin=_THREADING_TWIN, requires=("servekit",)),
+          twin=_THREADING_TWIN, requires=("servekit",), capacity=32),
     Entry("servekit.forked", "servekit", (*_BOUNDED, "udp"), servekit_build("forked"),
-          twin=_FORKING_TWIN, requires=("servekit",), forks=True),
+          twin=_FORKING_TWIN, requires=("servekit",), forks=True, capacity=40),
+    # The reactor (examples/evented_echo.py): every connection held on the
+    # serve loop, the echo answered there -- or, offloaded, on a pool of 16
+    # threads, which is also the one measured with blocking work per line
+    # against the pool alone (a pooled dispatcher of 16 workers, each holding
+    # its connection: at 32 connections half of them wait for a worker).
+    Entry("servekit.reactor", "servekit", (*_UNBOUNDED, "udp"), reactor_build(),
+          twin=_REACTOR_TWIN, compare_with=_EVENT_LOOPS, requires=("servekit", "servekit.framing")),
+    Entry("servekit.reactor.offload16", "servekit", (*_UNBOUNDED, "udp", "blocking"), reactor_build(offload=16),
+          twin=_THREADING_TWIN, compare_with=(*_EVENT_LOOPS, "servekit.pooled16"),
+          requires=("servekit", "servekit.framing")),
+    Entry("servekit.pooled16", "servekit", ("blocking",), servekit_build("pooled", workers=16),
+          requires=("servekit",), capacity=16),
     *(
         Entry(f"classic.{cls}", "classic", workloads, socketserver_build("servekit.classic", cls),
               twin={"udp" if "UDP" in cls else "tcp": f"stdlib.{cls}"},
-              requires=("servekit.classic",), forks=forks, target=0.95)
+              requires=("servekit.classic",), forks=forks, target=0.95,
+              capacity=40 if forks else None)
         for cls, workloads, forks in _SOCKETSERVER_CLASSES
     ),
     *(
         Entry(f"stdlib.{cls}", "stdlib", workloads, socketserver_build("socketserver", cls),
-              requires=("socketserver",), forks=forks)
+              requires=("socketserver",), forks=forks, capacity=40 if forks else None)
         for cls, workloads, forks in _SOCKETSERVER_CLASSES
     ),
     Entry("asyncio", "asyncio", (*_UNBOUNDED, "udp"), asyncio_build(), twin=_THREADING_TWIN,

@@ -216,9 +216,10 @@ def test_deadlines_close_silent_trickling_and_non_reading_clients() -> None:
     assert stats.closed_by_reason == {"deadline": 2}
 
 
-def test_the_idle_limit_closes_a_client_that_stopped_reading_its_answers() -> None:
+@pytest.mark.parametrize("limits", [Deadlines(idle=0.5), Deadlines(request=0.5)], ids=["idle", "request"])
+def test_a_client_that_stopped_reading_its_answers_is_closed_at_its_deadline(limits: Deadlines) -> None:
     log = EventLog()
-    spec = server(tcp("127.0.0.1", 0), lines(echo), deadlines=Deadlines(idle=0.5), on_event=log)
+    spec = server(tcp("127.0.0.1", 0), lines(echo), deadlines=limits, on_event=log)
     with serving(spec.bind()) as bound:
         with socket.socket() as hog:
             hog.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
@@ -342,6 +343,7 @@ def test_drain_closes_waiting_connections_at_once_and_finishes_answers_in_flight
             assert _closed_by_server(waiting)  # closed at once, its answer sent before
             gate.set()
             assert recv_line(busy) == b"slow\n"
+            assert busy.recv(10) == b""  # closed once answered
             busy.close()
             drainer.join(TIMEOUT)
         finally:

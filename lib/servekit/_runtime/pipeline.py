@@ -51,7 +51,7 @@ class Pipeline(Generic[_ReqT]):
     """The route: ``take`` on the loop's thread, ``run`` in the worker, one ``end``; the workers' host."""
 
     __slots__ = (
-        "_closing", "_dispatch", "_door", "_doors", "_drainers", "_emit", "_failed", "_handing", "_handler", "_hold_at", "_in_child", "_screens",
+        "_batch", "_closing", "_dispatch", "_door", "_doors", "_drainers", "_emit", "_failed", "_handing", "_handler", "_hold_at", "_in_child", "_screens",
         "_loop", "_report", "_room", "_routine", "_stages", "_taking", "_track", "_verify",
         "books", "children", "clients", "limits", "parking", "wiring",
     )  # fmt: skip
@@ -94,6 +94,7 @@ class Pipeline(Generic[_ReqT]):
         self._dispatch: Callable[[_ReqT], None] = _not_started
         self._room: Callable[[], Sequence[int] | None] | None = None
         self._drainers: list[Callable[[], object]] = []
+        self._batch = 1  # requests taken per wake-up of a listener
 
     def start(self, workers: Workers[_ReqT], traits: WorkerTraits | None) -> None:
         """Dispatch to *workers*, which declared *traits* (``None``: nothing), from now on."""
@@ -110,6 +111,9 @@ class Pipeline(Generic[_ReqT]):
                 or self._doors[0].sock.type == socket.SOCK_STREAM
             )
         self._dispatch = workers.dispatch
+        # Workers that take a connection in no time (the reactor's) say how
+        # many to take per wake-up: one wait less per connection in a burst.
+        self._batch = getattr(workers, "accepts_per_wakeup", 1)
         if runs_in not in ("loop", "threads"):
             # A child process may run requests: it reports to this process.
             self.children = Children(self._loop, self.end)
@@ -127,9 +131,10 @@ class Pipeline(Generic[_ReqT]):
 
     def sources(self) -> dict[int, Callable[[], object]]:
         """The loop's intake: each listener's fd and its callback (one listener: a bound method, cheaper)."""
+        take = self.take if self._batch == 1 else self._take_some
         if self._door is not None:
-            return {self._door.sock.fileno(): self.take}
-        return {door.sock.fileno(): partial(self.take, door) for door in self._doors}
+            return {self._door.sock.fileno(): take}
+        return {door.sock.fileno(): partial(take, door) for door in self._doors}
 
     def capacity(self) -> Callable[[], Sequence[int] | None] | None:
         return self._room  # the loop's capacity check (None: always room)
@@ -167,6 +172,13 @@ class Pipeline(Generic[_ReqT]):
         else:
             self._accept(request, door)
         return True
+
+    def _take_some(self, door: Door[_ReqT] | None = None) -> None:
+        """Take up to the workers' batch of requests off *door*'s listener, while there is room."""
+        room = self._room
+        for _ in range(self._batch):
+            if not self.take(door) or (room is not None and room() is not None):
+                return
 
     def _verified(self, request: _ReqT) -> str | None:
         """``None`` if ``verify`` lets *request* in; else ``"verify"`` (a verify that raises refuses)."""

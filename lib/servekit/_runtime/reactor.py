@@ -53,10 +53,12 @@ _NEVER: Final = float("inf")
 class ReactorWorkers(Generic[_ReqT]):
     """The reactor's workers: every stream connection dispatched is held on the loop until it ends."""
 
-    __slots__ = ("_factory", "_offload", "deadlines", "high_water", "low_water", "pipeline", "read_size", "streams")
+    __slots__ = ("_factory", "_offload", "deadlines", "draining", "high_water", "low_water", "pipeline", "read_size", "streams")
 
     #: On the loop's thread; never full; nothing to service.
     traits: Final = WorkerTraits("loop", capacity=False, service=False)
+    #: Connections taken off a listener per wake-up (a dispatch costs little).
+    accepts_per_wakeup: Final = 32
 
     def __init__(self, pipeline: Pipeline[_ReqT], evented: Evented[Never], deadlines: Deadlines | None) -> None:
         # (Its requests are stream connections: the description checked.)
@@ -66,6 +68,7 @@ class ReactorWorkers(Generic[_ReqT]):
         self.low_water = evented.low_water
         self.deadlines = None if deadlines is None or deadlines == type(deadlines)() else deadlines
         self.streams: dict[int, _Stream] = {}  # fd -> the connection on it
+        self.draining = False
         factory = evented.start
         self._offload: Offload | None = None
         if evented.offload:
@@ -102,11 +105,11 @@ class ReactorWorkers(Generic[_ReqT]):
         pass
 
     def drain(self) -> None:
-        """A drain began (on the loop's thread): close the message connections that wait for their next message."""
+        """A drain began (on the loop's thread): close the message connections that wait for their next
+        message (after their answers are sent); the others once they do."""
+        self.draining = True
         for stream in list(self.streams.values()):
-            proto = stream.proto
-            if isinstance(proto, MessageProtocol) and proto.between_messages() and stream.pending is None:
-                stream.close()
+            stream.done_draining()
 
     def close(self) -> None:
         """The server closes (its loop has stopped): end every connection left, stop the pool."""
@@ -169,6 +172,9 @@ class _Stream:
             proto.data_received(data)
         except Exception as exc:
             self.failed(exc)
+            return
+        if self.reactor.draining:
+            self.done_draining()
 
     def writable(self) -> None:
         pending = self.pending
@@ -248,7 +254,8 @@ class _Stream:
                 sent = self.sock.send(data, _DONTWAIT)
             except (BlockingIOError, InterruptedError):
                 sent = 0
-            except OSError:  # the peer is gone: its read side says so next
+            except OSError:  # the peer is gone
+                self.end("reset", abort=True)
                 return
             self.bytes_out += sent
             if sent == len(data):
@@ -302,20 +309,25 @@ class _Stream:
                 loop.call_at(due, self.check_time)
 
     def due(self) -> float:
-        """When the first of the connection's time limits passes, as things stand (``inf``: none does)."""
+        """When the first of the connection's time limits passes, as things stand (``inf``: none does).
+
+        ``first_byte`` and ``request`` count while the protocol wants to read
+        -- also while the connection is not read because its peer does not
+        read its answers: such a peer completes no request either -- and
+        ``idle`` while it waits for the peer either way; ``lifetime`` always.
+        """
         limits = self.reactor.deadlines
         assert limits is not None
         due = _NEVER
         if limits.lifetime is not None:
             due = self.started + limits.lifetime
-        if self.wanted and not self.paused and self.closing is None:  # waiting for the client
+        waiting = self.wanted and self.closing is None  # for the client's next bytes
+        if waiting:
             if limits.first_byte is not None and not self.got_any:
                 due = min(due, self.started + limits.first_byte)
             if limits.request is not None:
                 due = min(due, self.request_from + limits.request)
-            if limits.idle is not None:
-                due = min(due, self.active_at + limits.idle)
-        elif self.pending is not None and limits.idle is not None:  # waiting for the client to read
+        if limits.idle is not None and (waiting or self.pending is not None):
             due = min(due, self.active_at + limits.idle)
         return due
 
@@ -336,6 +348,15 @@ class _Stream:
             proto.answered(reply)
         except Exception as error:
             self.failed(error)
+            return
+        if self.reactor.draining:
+            self.done_draining()
+
+    def done_draining(self) -> None:
+        """While draining: close a message connection that waits for its next message (once its answers are sent)."""
+        proto = self.proto
+        if self.closing is None and isinstance(proto, MessageProtocol) and proto.between_messages():
+            self.close()
 
     def end(self, reason: str, abort: bool = False, failure: BaseException | None = None) -> None:
         """The connection is over: off the loop, its protocol told, and ended on the route."""
