@@ -3,7 +3,8 @@ optional PNG chart.
 
 The ratios come first in spirit (they are what the figures are judged by):
 each is a servekit (or peer) entry's requests/s over its standard-library
-twin's, both measured in this run, with each run's own ratio beside the mean
+twin's (or over another entry it is compared with: the reactor's event
+loops), both measured in this run, with each run's own ratio beside the mean
 so the noise is visible.
 """
 
@@ -16,7 +17,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from bench.generator import LoadResult
-from bench.harness import IMPORTS, Cell, Options, Results
+from bench.harness import IMPORTS, Cell, Options, Results, connections_of
 from bench.servers import ENTRIES, WORKLOADS, Entry, Workload, by_name, proto_of
 
 __all__ = ("read_json", "render", "write_chart", "write_json")
@@ -31,6 +32,8 @@ OTHER_LOAD_WARN = 0.2
 _JUDGED = ("servekit", "classic", "stdlib")
 #: What the issue judges shutdown() by.
 SHUTDOWN_TARGET_S = 0.005
+#: The reactor's memory per idle connection, at most (its issue's target).
+REACTOR_IDLE_KIB_TARGET = 2.0
 
 
 def _disturbed(cell: Cell) -> bool:
@@ -89,6 +92,8 @@ def _describe_workload(workload: Workload, results: Results) -> str:
         "idle": f"idle -- {o.idle} idle connections held open (each did one round trip first) while "
         f"{o.active} active connections do line round trips",
         "udp": f"udp -- {o.udp} sockets, each sending its next datagram when the echo of the last is back",
+        "blocking": f"blocking -- {o.blocking} open connections, each sending its next line when the echo of "
+        f"the last is back; the handler blocks {o.work_ms:g} ms (time.sleep) before each echo",
     }[workload]
 
 
@@ -122,6 +127,12 @@ def _workload_table(results: Results, workload: Workload) -> list[str]:
         tracebacks = sum(c.tracebacks for c in cells)
         if tracebacks:
             notes.append(f"server logged {tracebacks} tracebacks")
+        setup_failed = sum(c.load.setup_failed for c in cells if c.load is not None)
+        if setup_failed:
+            notes.append(f"{setup_failed} connections failed to open")
+        held = connections_of(workload, results.options)
+        if entry.capacity is not None and held > entry.capacity:
+            notes.append(f"serves {entry.capacity} of the {held} connections at once")
         if workload == "idle":
             per = [p for p in (c.per_idle_kib for c in ok) if p is not None]
             opened = [c.load.idle_open for c in ok if c.load is not None]
@@ -171,10 +182,12 @@ def _ceiling(results: Results) -> list[str]:
     ]
     worst = 0.0
     peers_near: list[str] = []
+    measured = False
     for workload in results.options.workloads:
         ceiling = _median_rate(_ok(results.cells_of("ceiling", workload)))
-        if not ceiling:
+        if not ceiling:  # (and the blocking workload has none: its servers wait, by design)
             continue
+        measured = True
         # The servers judged (servekit, classic, stdlib) and the peers apart:
         # a fast peer near the ceiling makes only its own figure a lower bound.
         best: dict[bool, tuple[str, float]] = {True: ("-", 0.0), False: ("-", 0.0)}
@@ -196,6 +209,8 @@ def _ceiling(results: Results) -> list[str]:
             if peer_rate / ceiling > CEILING_WARN:
                 peers_near.append(f"{peer} ({workload})")
         lines.append(text)
+    if not measured:
+        return []
     if results.options.smoke:
         lines.append("  (smoke run: cells too short to judge the ceiling)")
     elif worst > CEILING_WARN:
@@ -227,32 +242,35 @@ def _p99_ratio(results: Results, a: str, b: str, workload: Workload) -> float | 
 
 
 def ratio_rows(results: Results) -> list[tuple[Entry, Workload, str, tuple[float, list[float]], float | None]]:
-    """(entry, workload, twin, (ratio of medians, per-run ratios), p99 ratio) for every comparable pair."""
+    """(entry, workload, other, (ratio of medians, per-run ratios), p99 ratio) for every comparable
+    pair: an entry and its twin, then the entries it is also compared with."""
     rows = []
     for name in results.entries:
         entry = by_name(name)
         for workload in results.options.workloads:
+            if workload not in entry.workloads:
+                continue
             twin = entry.twin.get(proto_of(workload))
-            if workload not in entry.workloads or twin is None or twin not in results.entries:
-                continue
-            if workload not in by_name(twin).workloads:
-                continue
-            r = _ratio(results, name, twin, workload)
-            if r is not None:
-                rows.append((entry, workload, twin, r, _p99_ratio(results, name, twin, workload)))
+            for other in (*([twin] if twin is not None else []), *entry.compare_with):
+                if other not in results.entries or workload not in by_name(other).workloads:
+                    continue
+                r = _ratio(results, name, other, workload)
+                if r is not None:
+                    rows.append((entry, workload, other, r, _p99_ratio(results, name, other, workload)))
     return rows
 
 
 def _ratios(results: Results) -> list[str]:
     lines = [
-        "Ratios -- requests/s of each server over its standard-library twin, same run",
+        "Ratios -- requests/s of each server over its standard-library twin (and over the peers it is",
+        "  compared with: the reactor's event loops, and the pool alone), same run",
         "  (median of the runs over median of the runs; each run's own ratio in brackets;",
         "  p99 ratio: median p99 over median p99, lower is better)",
     ]
     table = [["server", "vs", "workload", "ratio", "per run", "p99 ratio", "target"]]
     for entry, workload, twin, (mean, per_run), p99 in ratio_rows(results):
         target = ""
-        if entry.target is not None:
+        if entry.target is not None and twin == entry.twin.get(proto_of(workload)):
             target = f">= {entry.target:.2f} {'met' if mean >= entry.target else 'MISSED'}"
         table.append([
             entry.name, twin, workload, f"{mean:.2f}x", "[" + " ".join(f"{r:.2f}" for r in per_run) + "]",
@@ -276,8 +294,8 @@ def _lifecycle(results: Results) -> list[str]:
     ]
     table = [["server", "shutdown() until stopped", "shutdown() call", "close()", "start-up: bind to 1st answer"]]
     for name in results.entries:
-        if by_name(name).build is None:
-            continue
+        if by_name(name).build is None or not any(c.entry == name for c in results.cells):
+            continue  # (the ceiling; a twin or peer none of whose workloads ran)
         cols = [name]
         for key in ("shutdown_s", "shutdown_call_s", "close_s", "startup_s"):
             values = _lifecycle_values(results, name, key)
@@ -328,6 +346,7 @@ def headline(results: Results) -> list[str]:
     if sk is not None and std is not None:
         lines.append(f"  start-up (bind to first answer): servekit.threaded {_fmt_s(sk)} "
                      f"vs ThreadingTCPServer {_fmt_s(std)}")  # fmt: skip
+    lines += _compared_headline(results, rows)
     imp = results.imports
     if "servekit" in imp and "socketserver" in imp:
         text = f"  import: servekit {_fmt_s(imp['servekit'])}"
@@ -335,6 +354,44 @@ def headline(results: Results) -> list[str]:
             text += f", servekit.classic {_fmt_s(imp['servekit.classic'])}"
         lines.append(f"{text} vs socketserver {_fmt_s(imp['socketserver'])}")
     return [*lines, ""] if len(lines) > 1 else []
+
+
+def _median_per_idle(results: Results, name: str) -> float | None:
+    per = [p for p in (c.per_idle_kib for c in _ok(results.cells_of(name, "idle"))) if p is not None]
+    return statistics.median(per) if per else None
+
+
+def _compared_headline(
+    results: Results, rows: list[tuple[Entry, Workload, str, tuple[float, list[float]], float | None]]
+) -> list[str]:
+    """The entries compared with peers (the reactor): their ratios over their
+    twins and each peer (with the p99 ratio where latency is the point: next
+    to idle connections, and under blocking work), and their memory per idle
+    connection beside the peers'."""
+    lines: list[str] = []
+    for name in results.entries:
+        entry = by_name(name)
+        if not entry.compare_with:
+            continue
+        for other in dict.fromkeys((*entry.twin.values(), *entry.compare_with)):
+            found = [(w, r, p99) for e, w, o, r, p99 in rows if e.name == name and o == other]
+            if found:
+                lines.append(f"  {name} / {other}: " + ", ".join(
+                    f"{w} {r[0]:.2f}x" + (f" (p99 {p99:.2f}x)" if p99 is not None and w in ("idle", "blocking")
+                                          else "") for w, r, p99 in found))  # fmt: skip
+        mine = _median_per_idle(results, name)
+        if mine is not None:
+            idle = results.options.idle
+            text = f"  {name} idle ({idle} connections): {mine:.2f} KiB each"
+            if idle >= 1000:
+                met = "met" if mine <= REACTOR_IDLE_KIB_TARGET else "MISSED"
+                text += f" (<= {REACTOR_IDLE_KIB_TARGET:g} KiB {met})"
+            peers = [(o, _median_per_idle(results, o)) for o in entry.compare_with]
+            shown = [f"{o} {kib:.2f}" for o, kib in peers if kib is not None]
+            if shown:
+                text += "; " + ", ".join(shown)
+            lines.append(text)
+    return lines
 
 
 def render(results: Results) -> str:
@@ -354,6 +411,8 @@ def render(results: Results) -> str:
                  f"more than {OTHER_LOAD_WARN:.0%} of a core (noted 'other load' in the tables)")  # fmt: skip
     for name, why in results.skipped.items():
         lines.append(f"  skipped:   {name}: {why}")
+    for note in results.notes:
+        lines.append(f"  note:      {note}")
     lines.append("")
     lines += headline(results)
     for workload in o.workloads:

@@ -416,7 +416,7 @@ ENTRIES: Final[tuple[Entry, ...]] = (
     Entry("servekit.reactor", "servekit", (*_UNBOUNDED, "udp"), reactor_build(),
           twin=_REACTOR_TWIN, compare_with=_EVENT_LOOPS, requires=("servekit", "servekit.framing")),
     Entry("servekit.reactor.offload16", "servekit", (*_UNBOUNDED, "udp", "blocking"), reactor_build(offload=16),
-          twin=_THREADING_TWIN, compare_with=(*_EVENT_LOOPS, "servekit.pooled16"),
+          twin=_THREADING_TWIN, compare_with=("servekit.pooled16",),
           requires=("servekit", "servekit.framing")),
     Entry("servekit.pooled16", "servekit", ("blocking",), servekit_build("pooled", workers=16),
           requires=("servekit",), capacity=16),

@@ -282,9 +282,13 @@ class TestEvented:
             ),
             (lambda: protocol(Greeter, low_water=-1), ValueError, "low_water must be >= 0, got -1"),
             (lambda: protocol(Greeter, read_size=0), ValueError, "read_size must be >= 1, got 0"),
-            (lambda: protocol(Greeter, high_water=1.5), TypeError, "high_water must be an int, got float 1.5"),  # type: ignore[arg-type]
+            (
+                lambda: protocol(Greeter, high_water=1.5),  # type: ignore[arg-type]
+                TypeError,
+                "high_water must be an int, got float 1.5",
+            ),
             (lambda: Evented("stream", Greeter, offload=-1), ValueError, "offload must be >= 0, got -1"),
-            (lambda: protocol("Greeter"), TypeError, "expected a callable, got str 'Greeter'"),  # type: ignore[arg-type]
+            (lambda: protocol("Greeter"), TypeError, "got str 'Greeter'"),  # type: ignore[arg-type]
         ],
     )
     def test_bad_values_are_named(self, make: Callable[[], object], error: type[Exception], shown: str) -> None:
