@@ -102,8 +102,10 @@ class Lines:
     def __init__(self, max_length: int = 65536, delimiter: bytes = b"\n") -> None:
         int_in_range("max_length", 1)(None, None, max_length)
         given: object = delimiter
-        if not isinstance(given, bytes) or not given:
-            raise TypeError(f"delimiter must be non-empty bytes, got {delimiter!r}")
+        if not isinstance(given, bytes):
+            raise TypeError(f"delimiter must be bytes, got {type(given).__name__} {given!r}")
+        if not given:
+            raise ValueError(f"delimiter must not be empty, got {given!r}")
         self.max_length = max_length
         self.delimiter = delimiter
 
@@ -156,8 +158,8 @@ class LengthPrefixed:
     __slots__ = ("_format", "max_length", "size")
 
     def __init__(self, size: int = 4, max_length: int = 1 << 20) -> None:
-        if size not in _FORMATS:
-            raise ValueError(f"size must be 1, 2, 4 or 8 (bytes), got {size!r}")
+        if type(size) is not int or size not in _FORMATS:
+            raise ValueError(f"size must be 1, 2, 4 or 8 (bytes, an int), got {size!r}")
         int_in_range("max_length", 0)(None, None, max_length)
         self.size = size
         self.max_length = max_length
@@ -178,6 +180,8 @@ class LengthPrefixed:
         return found, data[start:] if start else data
 
     def encode(self, reply: bytes, /) -> bytes:
+        if len(reply) >= 1 << (8 * self.size):
+            raise ValueError(f"a reply of {len(reply)} bytes does not fit a length prefix of {self.size} bytes")
         return self._format.pack(len(reply)) + reply
 
     def __repr__(self) -> str:
@@ -210,7 +214,7 @@ class MessageProtocol:
         self._framing = framing
         self._handler = handler
         self._submit = submit
-        self._rest = b""
+        self._rest: bytes | bytearray = b""  # an incomplete message (a bytearray while it grows)
         self._out: Output[object] | None = None
         self._busy = False  # a message is with the pool
         self._queue: list[bytes] = []  # messages waiting for it
@@ -220,13 +224,28 @@ class MessageProtocol:
         self._out = out
 
     def data_received(self, data: bytes, /) -> None:
-        if self._rest:
-            data = self._rest + data
+        rest = self._rest
+        if rest:
+            framing = self._framing
+            if type(framing) is Lines and len(framing.delimiter) == 1 and framing.delimiter not in data:
+                # More of a line: kept, not split again (a line trickled in
+                # small pieces would cost its length squared).
+                rest += data
+                self._rest = rest
+                if len(rest) > framing.max_length:
+                    self._rest = bytearray()
+                    self._queue.clear()
+                    self._too_long = True
+                    if not self._busy:
+                        self._end_too_long()
+                return
+            data = bytes(rest) + data
         too_long = False
         try:
-            found, self._rest = self._framing.split(data)
+            found, rest = self._framing.split(data)
         except FrameTooLong as exc:
-            found, self._rest, too_long = exc.before, b"", True
+            found, rest, too_long = exc.before, b"", True
+        self._rest = bytearray(rest) if rest else b""
         if found:
             if self._submit is None:
                 out = self._out

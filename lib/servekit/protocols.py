@@ -171,8 +171,10 @@ class Evented(Generic[_ReqT_contra]):
         int_in_range("low_water", 0)(None, None, low_water)
         if low_water > high_water:
             raise ValueError(f"low_water must be at most high_water ({high_water}), got {low_water!r}")
-        if not callable(start):
-            raise TypeError(f"expected a callable, got {type(start).__name__} {start!r}")
+        given: object = start
+        if not callable(given):
+            what = "a protocol factory" if kind == "stream" else "a message handler"
+            raise TypeError(f"expected {what} (a callable), got {type(start).__name__} {start!r}")
         self.kind: Kind = kind
         self.start = start
         self.offload = offload

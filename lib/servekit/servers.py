@@ -19,7 +19,7 @@ from ._types import IPAddress, Predicate, _AddrT
 from ._validate import check_seconds, seconds
 from .abc import Dispatcher, Gate, Handler, Listener, Request, Transport, WorkerHost, Workers
 from .admission import Admission
-from .connections import StreamConnection, _timed
+from .connections import Datagram, StreamConnection, _timed
 from .deadlines import Deadlines
 from .dispatchers import Inline, Pooled
 from .events import (
@@ -246,6 +246,11 @@ class _EventedOptions(TypedDict, Generic[_ReqT, _AddrT], total=False):
     service_actions: Callable[[], object] | None
     admission: Admission | None
     on_event: EventSink | None
+
+
+class _EventedStreamOptions(_EventedOptions[_ReqT, _AddrT], total=False):
+    """The keyword options of :func:`server` with a reactor's stream handler: and its time limits."""
+
     deadlines: Deadlines | None
 
 
@@ -274,10 +279,16 @@ def server(
 ) -> Server[StreamConnection[_AddrT], _AddrT]: ...
 @overload
 def server(
-    transport: Listeners[_ReqT, _AddrT],
-    handler: Evented[_ReqT],
-    **options: Unpack[_EventedOptions[_ReqT, _AddrT]],
-) -> Server[_ReqT, _AddrT]: ...
+    transport: Listeners[StreamConnection[_AddrT], _AddrT],
+    handler: Evented[StreamConnection[_AddrT]],
+    **options: Unpack[_EventedStreamOptions[StreamConnection[_AddrT], _AddrT]],
+) -> Server[StreamConnection[_AddrT], _AddrT]: ...
+@overload
+def server(
+    transport: Listeners[Datagram[_AddrT], _AddrT],
+    handler: Evented[Datagram[_AddrT]],
+    **options: Unpack[_EventedOptions[Datagram[_AddrT], _AddrT]],
+) -> Server[Datagram[_AddrT], _AddrT]: ...
 def server(
     transport: Listeners[_ReqT, _AddrT],
     handler: Handler[_ReqT] | Evented[_ReqT],

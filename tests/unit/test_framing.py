@@ -105,8 +105,8 @@ class TestLines:
             ({"max_length": -5}, ValueError, "got -5"),
             ({"max_length": 2.5}, TypeError, "max_length must be an int, got float 2.5"),
             ({"max_length": True}, TypeError, "got bool True"),
-            ({"delimiter": b""}, TypeError, "got b''"),
-            ({"delimiter": "\n"}, TypeError, "got '\\n'"),
+            ({"delimiter": b""}, ValueError, "got b''"),
+            ({"delimiter": "\n"}, TypeError, "got str '\\n'"),
         ],
     )
     def test_bad_arguments_name_the_value(self, kwargs: dict[str, object], error: type[Exception], shown: str) -> None:
@@ -161,7 +161,9 @@ class TestLengthPrefixed:
     @pytest.mark.parametrize(
         ("kwargs", "error", "shown"),
         [
-            ({"size": 3}, ValueError, "size must be 1, 2, 4 or 8 (bytes), got 3"),
+            ({"size": 3}, ValueError, "size must be 1, 2, 4 or 8 (bytes, an int), got 3"),
+            ({"size": 4.0}, ValueError, "got 4.0"),
+            ({"size": True}, ValueError, "got True"),
             ({"size": 0}, ValueError, "got 0"),
             ({"size": 16}, ValueError, "got 16"),
             ({"max_length": -1}, ValueError, "max_length must be >= 0, got -1"),
@@ -323,6 +325,24 @@ class TestMessageProtocol:
         proto = MessageProtocol(Lines(), shout, lambda _proto, _message: None)
         with pytest.raises(RuntimeError, match=r"paused reading with 1 chunk and the end still to feed"):
             feed(proto, b"a\n", b"b\n", eof=True)
+
+
+class TestLongLinesInSmallPieces:
+    """A line that arrives a few bytes at a time is kept growing, not split again at every piece."""
+
+    def test_a_line_in_one_byte_pieces_is_answered_once_whole(self) -> None:
+        line = b"x" * 5000 + b"\n"
+        out = feed(lines(shout), *(line[i : i + 1] for i in range(len(line))), b"tail\n")
+        assert out.written == line.upper() + b"TAIL\n"
+        assert out.closed_reason is None
+
+    def test_a_line_that_grows_past_the_limit_in_pieces_closes_as_too_long(self) -> None:
+        out = feed(lines(shout, max_length=100), b"ok\n", b"y" * 60, *([b"y" * 10] * 5), b"never\n")
+        assert out.written == b"OK\n" and out.closed_reason == "too_long"
+
+    def test_a_reply_longer_than_its_prefix_can_say_is_refused_by_name(self) -> None:
+        with pytest.raises(ValueError, match="a reply of 256 bytes does not fit a length prefix of 1 bytes"):
+            LengthPrefixed(size=1).encode(b"z" * 256)
 
 
 class TestEventedValues:

@@ -8,6 +8,7 @@ every line fails, and with that code.
 from __future__ import annotations
 
 from servekit import (
+    Deadlines,
     IPAddress,
     StreamConnection,
     first_line,
@@ -74,15 +75,17 @@ protocol(blocking)  # type: ignore[arg-type]
 lines(blocking)  # type: ignore[arg-type]
 messages(Lines(), blocking)  # type: ignore[arg-type]
 
-# Stream handlers on datagram transports, and the reverse.  (mypy can only say it cannot infer R.)
-server(udp("127.0.0.1", 0), lines(shout))  # type: ignore[misc]
-server(udp("127.0.0.1", 0), protocol(Echo))  # type: ignore[misc]
-server(tcp("127.0.0.1", 0), datagrams(shout))  # type: ignore[misc]
+# Stream handlers on datagram transports, and the reverse.
+server(udp("127.0.0.1", 0), lines(shout))  # type: ignore[arg-type]
+server(udp("127.0.0.1", 0), protocol(Echo))  # type: ignore[arg-type]
+server(tcp("127.0.0.1", 0), datagrams(shout))  # type: ignore[arg-type]
 
 # The reactor holds the connections: no dispatcher, no gate.
 server(tcp("127.0.0.1", 0), lines(shout), dispatcher=pooled())  # type: ignore[call-overload]
 server(unix_stream("/tmp/s"), protocol(Echo), dispatcher=threaded())  # type: ignore[call-overload]
 server(tcp("127.0.0.1", 0), lines(shout), gate=first_line())  # type: ignore[call-overload]
+# Time limits are for stream connections.
+server(udp("127.0.0.1", 0), datagrams(shout), deadlines=Deadlines(idle=1.0))  # type: ignore[arg-type]
 
 # A protocol that wants an IP peer does not serve Unix connections.
 server(unix_stream("/tmp/s"), protocol(PortEcho))  # type: ignore[misc]

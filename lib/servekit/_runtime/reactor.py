@@ -333,8 +333,10 @@ class _Stream:
 
     def failed(self, exc: BaseException) -> None:
         """A protocol method (or its message handler) raised *exc*: reported, and the connection ends."""
-        if self.closing is None or self.pending is not None:
+        if self.fd in self.reactor.streams:
             self.end("error", abort=True, failure=exc)
+        elif isinstance(exc, Exception):  # (ended already: in closed(), say)
+            self.reactor.pipeline.report_error(self.conn, exc)
 
     def answer(self, proto: MessageProtocol, reply: bytes | None, exc: BaseException | None) -> None:
         """On the loop's thread: the pool's answer for *proto*, this connection's protocol."""
