@@ -410,7 +410,12 @@ def _listen_all(spec: Server[_ReqT, _AddrT]) -> list[Intake[_ReqT, _AddrT]]:
     return intakes
 
 
-def _wiring(spec: Server[_ReqT, _AddrT], where: str, handler: Callable[[_ReqT], object]) -> Wiring[_ReqT]:
+def _wiring(
+    spec: Server[_ReqT, _AddrT],
+    where: str,
+    handler: Callable[[_ReqT], object],
+    answer: Callable[[bytes], bytes | None] | None = None,
+) -> Wiring[_ReqT]:
     emit, routine = _sink(spec)
     return Wiring(
         handler=handler,
@@ -425,6 +430,7 @@ def _wiring(spec: Server[_ReqT, _AddrT], where: str, handler: Callable[[_ReqT], 
         admission=_limits(spec.admission),
         timeout=spec.timeout,
         service_actions=spec.service_actions,
+        answer=answer,
     )
 
 
@@ -507,14 +513,17 @@ class Bound(Generic[_ReqT, _AddrT]):
         intakes = _listen_all(spec)
         where = ", ".join(intake.listener.name for intake in intakes)
         handler, dispatcher = spec.handler, spec.dispatcher
+        answer = None
         if isinstance(handler, Evented):
+            if handler.kind == "datagram" and not handler.offload:
+                answer = cast("Callable[[bytes], bytes | None]", handler.start)
             try:
                 handler, dispatcher = _reactor_parts(spec, handler, intakes)
             except BaseException:
                 for intake in intakes:
                     intake.listener.close()
                 raise
-        runtime: Runtime[_ReqT, _AddrT] = Runtime(intakes, dispatcher, _wiring(spec, where, handler))
+        runtime: Runtime[_ReqT, _AddrT] = Runtime(intakes, dispatcher, _wiring(spec, where, handler, answer))
         _handles[self] = cast("_Handle[Request[object], object]", _Handle(spec, runtime))
 
     @property

@@ -399,3 +399,24 @@ def test_admission_holds_a_connection_past_the_limit_until_one_ends() -> None:
                 raise
         with second:
             assert recv_line(second) == b"two\n"
+
+
+def test_datagrams_answered_in_batches_are_counted_and_a_failing_answer_is_reported() -> None:
+    errors: list[Exception] = []
+
+    def answer(data: bytes) -> bytes:
+        if data == b"bad":
+            raise ValueError("bad datagram")
+        return data.upper()
+
+    spec = server(udp("127.0.0.1", 0), datagrams(answer), on_error=lambda datagram, exc: errors.append(exc))
+    with serving(spec.bind()) as bound:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as client:
+            client.settimeout(TIMEOUT)
+            for data in (b"a", b"bad", b"b", b"c"):  # queued together: answered in one batch
+                client.sendto(data, bound.address)
+            assert sorted(client.recv(16) for _ in range(3)) == [b"A", b"B", b"C"]
+        stats = bound.stats()
+    assert [str(exc) for exc in errors] == ["bad datagram"]
+    assert stats.connections_accepted_total == 4 and stats.handler_errors_total == 1, stats
+    assert stats.handler_duration_seconds_count == 4 and stats.connections_active == 0, stats

@@ -45,6 +45,9 @@ _ReqT = TypeVar("_ReqT", bound=Request[object])
 #: The logger accept() failures are reported on.
 LOGGER: Final = "servekit.server"
 
+#: Datagrams answered per wake-up of the loop, at most, on the reactor's fast path.
+DATAGRAM_BATCH: Final = 32
+
 
 @final
 class Pipeline(Generic[_ReqT]):
@@ -132,6 +135,8 @@ class Pipeline(Generic[_ReqT]):
     def sources(self) -> dict[int, Callable[[], object]]:
         """The loop's intake: each listener's fd and its callback (one listener: a bound method, cheaper)."""
         take = self.take if self._batch == 1 else self._take_some
+        if self.wiring.answer is not None and not self._track and self._verify is None and not self._stages:
+            take = self._answer_some  # (datagrams answered on the loop, nothing to keep live)
         if self._door is not None:
             return {self._door.sock.fileno(): take}
         return {door.sock.fileno(): partial(take, door) for door in self._doors}
@@ -179,6 +184,44 @@ class Pipeline(Generic[_ReqT]):
         for _ in range(self._batch):
             if not self.take(door) or (room is not None and room() is not None):
                 return
+
+    def _answer_some(self, door: Door[_ReqT] | None = None) -> None:
+        """Answer up to :data:`DATAGRAM_BATCH` datagrams waiting on *door*'s socket with the wiring's message function.
+
+        What :meth:`take` and :meth:`run` do for a datagram that is not kept
+        live, in one loop: one wake-up of the loop for a batch of them.
+        """
+        if door is None:
+            door = self._doors[0]
+        answer = self.wiring.answer
+        assert answer is not None
+        accept, release, sock = door.accept, door.release, door.sock
+        books = self.books
+        started = monotonic()
+        try:
+            for _ in range(DATAGRAM_BATCH):
+                try:
+                    datagram = accept(sock)
+                except (BlockingIOError, InterruptedError):
+                    break
+                books.taken += 1  # (counted before it is answered: stats() never lags an answer)
+                try:
+                    reply = answer(datagram.data)  # type: ignore[attr-defined]  # (a datagram server's)
+                    if reply is not None:
+                        datagram.reply(reply)  # type: ignore[attr-defined]
+                except Exception as exc:
+                    books.handler_errors += 1
+                    self._report(datagram, exc)
+                try:
+                    release(datagram)
+                except Exception as exc:
+                    self._report(datagram, exc)
+        except OSError as exc:  # (from accept: a failed recvfrom)
+            books.accept_errors += 1
+            backoff = self._loop.accept_failed(exc, "recvfrom()", door.name, LOGGER)
+            self._emit(AcceptFailed(exc.errno or 0, str(exc), backoff))
+        finally:
+            books.handler_seconds += monotonic() - started
 
     def _verified(self, request: _ReqT) -> str | None:
         """``None`` if ``verify`` lets *request* in; else ``"verify"`` (a verify that raises refuses)."""

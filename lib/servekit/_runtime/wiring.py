@@ -88,6 +88,9 @@ class Wiring(NamedTuple, Generic[_ReqT]):
         admission: the limits, or ``None`` when none is set.
         timeout: how long ``handle_request`` waits.
         service_actions: the user's, after every wake-up of the loop.
+        answer: a datagram server's message function (the reactor's
+            ``datagrams()``), answered on the loop: *handler* does the same
+            through the route, this lets it take a batch per wake-up.
     """
 
     handler: Callable[[_ReqT], object]
@@ -100,6 +103,7 @@ class Wiring(NamedTuple, Generic[_ReqT]):
     admission: Admission | None
     timeout: float | None
     service_actions: Callable[[], object] | None
+    answer: Callable[[bytes], bytes | None] | None = None
 
 
 @final
