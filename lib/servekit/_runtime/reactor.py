@@ -47,6 +47,8 @@ _DONTWAIT: Final = getattr(socket, "MSG_DONTWAIT", 0)
 #: SO_LINGER on, for 0 seconds: close() resets the connection.
 _LINGER_0: Final = struct.pack("ii", 1, 0)
 _NEVER: Final = float("inf")
+_READ: Final = 1
+_WRITE: Final = 2
 
 
 @final
@@ -125,7 +127,7 @@ class _Stream:
 
     __slots__ = (
         "active_at", "bytes_in", "bytes_out", "closing", "conn", "fd", "got_any", "paused", "pending", "proto",
-        "reactor", "request_from", "size", "sock", "started", "timer_at", "wanted",
+        "reactor", "registered", "request_from", "size", "sock", "started", "timer_at", "wanted",
     )  # fmt: skip
 
     def __init__(self, reactor: ReactorWorkers[_ReqT], conn: StreamConnection[object], sock: socket.socket) -> None:
@@ -143,10 +145,14 @@ class _Stream:
         self.started = self.active_at = self.request_from = monotonic()
         self.got_any = False
         self.timer_at: float | None = None
+        self.registered = 0  # what the loop watches the socket for (_READ, _WRITE)
 
     # -- the loop's callbacks -----------------------------------------------------------
 
     def readable(self) -> None:
+        if not self.wanted:  # paused (lazily: the socket stays watched until something comes)
+            self.interest()
+            return
         try:
             data = self.sock.recv(self.reactor.read_size, _DONTWAIT)
         except (BlockingIOError, InterruptedError):
@@ -281,14 +287,16 @@ class _Stream:
             self.end("aborted", abort=True)
 
     def pause_reading(self) -> None:
-        if self.wanted:
-            self.wanted = False
-            self.interest()
+        # Lazily: the socket is left out of the wait only if it turns readable
+        # meanwhile -- a message answered on the pool costs no change of the
+        # wait's registrations, unless its client sends more before the answer.
+        self.wanted = False
 
     def resume_reading(self) -> None:
         if not self.wanted:
             self.wanted = True
-            self.request_from = self.active_at = monotonic()
+            if self.reactor.deadlines is not None:
+                self.request_from = self.active_at = monotonic()
             if self.closing is None:
                 self.interest()
 
@@ -297,11 +305,14 @@ class _Stream:
     def interest(self) -> None:
         """Watch the socket for what the connection waits for now; set its timer if it has none."""
         reading = self.wanted and not self.paused and self.closing is None
+        wanted = (_READ if reading else 0) | (0 if self.pending is None else _WRITE)
         loop = self.reactor.pipeline.loop
-        if reading or self.pending is not None:
-            loop.watch(self.fd, self.readable if reading else None, None if self.pending is None else self.writable)
-        else:
-            loop.unwatch(self.fd)
+        if wanted != self.registered:
+            self.registered = wanted
+            if wanted:
+                loop.watch(self.fd, self.readable if reading else None, None if self.pending is None else self.writable)
+            else:
+                loop.unwatch(self.fd)
         if self.timer_at is None and self.reactor.deadlines is not None:
             due = self.due()
             if due < _NEVER:
@@ -345,7 +356,8 @@ class _Stream:
         if exc is not None:
             self.failed(exc)
             return
-        self.active_at = monotonic()
+        if self.reactor.deadlines is not None:
+            self.active_at = monotonic()
         try:
             proto.answered(reply)
         except Exception as error:
@@ -368,7 +380,9 @@ class _Stream:
         self.closing = reason
         self.pending = None
         pipeline = reactor.pipeline
-        pipeline.loop.unwatch(self.fd)
+        if self.registered:
+            self.registered = 0
+            pipeline.loop.unwatch(self.fd)
         if abort:
             try:
                 self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_0)
