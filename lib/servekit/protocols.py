@@ -37,6 +37,7 @@ from collections.abc import Callable
 from typing import Generic, Literal, Protocol, TypeAlias, TypeVar, final
 
 from ._types import _AddrT_co, _ReqT_contra
+from ._validate import int_in_range
 from .connections import StreamConnection
 
 __all__ = ("Evented", "Output", "ProtocolFactory", "StreamProtocol", "protocol")
@@ -162,8 +163,6 @@ class Evented(Generic[_ReqT_contra]):
         low_water: int | None = None,
         read_size: int = 64 * 1024,
     ) -> None:
-        from ._validate import int_in_range
-
         for name, value, least in (("offload", offload, 0), ("high_water", high_water, 1), ("read_size", read_size, 1)):
             int_in_range(name, least)(None, None, value)
         if low_water is None:

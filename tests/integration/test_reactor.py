@@ -322,8 +322,11 @@ def test_datagrams_are_answered_inline_and_offloaded(offload: int) -> None:
 
 def test_drain_closes_waiting_connections_at_once_and_finishes_answers_in_flight() -> None:
     gate = threading.Event()
+    in_hand = threading.Event()
 
     def held(line: bytes) -> bytes:
+        if line == b"slow\n":
+            in_hand.set()
         gate.wait(TIMEOUT)  # the workload: an answer that takes until the drain began
         return line
 
@@ -337,6 +340,7 @@ def test_drain_closes_waiting_connections_at_once_and_finishes_answers_in_flight
             assert recv_line(waiting) == b"first\n"  # now between messages
             gate.clear()
             busy.sendall(b"slow\n")
+            assert in_hand.wait(TIMEOUT)  # the server has it: a drain now must answer it
             reports = []
             drainer = threading.Thread(target=lambda: reports.append(bound.drain(TIMEOUT)))
             drainer.start()
@@ -420,3 +424,44 @@ def test_datagrams_answered_in_batches_are_counted_and_a_failing_answer_is_repor
     assert [str(exc) for exc in errors] == ["bad datagram"]
     assert stats.connections_accepted_total == 4 and stats.handler_errors_total == 1, stats
     assert stats.handler_duration_seconds_count == 4 and stats.connections_active == 0, stats
+
+
+def test_writable_is_called_once_the_peer_has_read_the_buffer_down() -> None:
+    """A protocol streams a large answer in pieces: it writes while it may and waits for writable()."""
+    total = 16 * 1024 * 1024
+    piece = b"p" * 65536
+    calls: list[int] = []
+    over = threading.Event()
+
+    class Streamer(UserEcho):
+        def connected(self, out: Output[object], /) -> None:
+            super().connected(out)
+            self.left = total
+            self.more()
+
+        def more(self) -> None:
+            assert self.out is not None
+            while self.left and self.out.buffered <= 64 * 1024:
+                self.out.write(piece)
+                self.left -= len(piece)
+            if self.out.buffered > 64 * 1024:
+                over.set()
+            if not self.left:
+                self.out.close()
+
+        def writable(self) -> None:
+            assert self.out is not None
+            calls.append(self.out.buffered)
+            self.more()
+
+    with serving(server(tcp("127.0.0.1", 0), protocol(Streamer, high_water=64 * 1024)).bind()) as bound:
+        with socket.socket() as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # (set before connecting: the window)
+            sock.settimeout(TIMEOUT)
+            sock.connect(bound.address)
+            assert over.wait(TIMEOUT)  # not read meanwhile: the buffer went over high_water
+            received = 0
+            while chunk := sock.recv(65536):
+                received += len(chunk)
+    assert received == total
+    assert calls and max(calls) <= 16 * 1024, calls  # called at the low-water mark (a quarter of high_water)

@@ -344,14 +344,14 @@ class _Stream:
 
     def failed(self, exc: BaseException) -> None:
         """A protocol method (or its message handler) raised *exc*: reported, and the connection ends."""
-        if self.fd in self.reactor.streams:
+        if self.reactor.streams.get(self.fd) is self:
             self.end("error", abort=True, failure=exc)
         elif isinstance(exc, Exception):  # (ended already: in closed(), say)
             self.reactor.pipeline.report_error(self.conn, exc)
 
     def answer(self, proto: MessageProtocol, reply: bytes | None, exc: BaseException | None) -> None:
         """On the loop's thread: the pool's answer for *proto*, this connection's protocol."""
-        if self.fd not in self.reactor.streams or self.closing is not None:
+        if self.closing is not None:  # (ended, or closing: the answer has nowhere to go)
             return
         if exc is not None:
             self.failed(exc)
@@ -367,16 +367,18 @@ class _Stream:
             self.done_draining()
 
     def done_draining(self) -> None:
-        """While draining: close a message connection that waits for its next message (once its answers are sent)."""
+        """While draining: close a message connection that waits for its next message (once its answers are
+        sent).  One that has sent nothing yet may have its first message on the way: it is answered first."""
         proto = self.proto
-        if self.closing is None and isinstance(proto, MessageProtocol) and proto.between_messages():
+        if self.closing is None and self.got_any and isinstance(proto, MessageProtocol) and proto.between_messages():
             self.close()
 
     def end(self, reason: str, abort: bool = False, failure: BaseException | None = None) -> None:
         """The connection is over: off the loop, its protocol told, and ended on the route."""
         reactor = self.reactor
-        if reactor.streams.pop(self.fd, None) is None:
+        if reactor.streams.get(self.fd) is not self:  # ended already (its fd may be another's now)
             return
+        del reactor.streams[self.fd]
         self.closing = reason
         self.pending = None
         pipeline = reactor.pipeline
