@@ -1,0 +1,276 @@
+"""Pre-forked workers: listen once, fork N processes that each serve the shared listeners, keep N alive.
+
+:class:`Supervisor` is what ``python -m servekit --workers N`` runs.  The
+parent binds the listeners and never accepts on them; each worker is a
+child process that adopts the inherited listening sockets
+(:func:`servekit.adopt`), builds its server and serves it with
+:func:`servekit.run` until SIGTERM, then drains.  The kernel hands each new
+connection to one of the workers waiting on the shared socket.
+
+The parent:
+
+* restarts a worker that exits while the supervisor is not stopping (one
+  that exits within a second of its start five times in a row is not
+  restarted: the supervisor stops, exit status 1);
+* on SIGTERM or SIGINT sends every worker SIGTERM -- each drains: what it
+  holds is served, what waits in the shared backlog is taken by a worker
+  still draining -- waits for them, closes the listeners (a Unix socket
+  file is removed) and returns 0;
+* on SIGHUP reloads: starts N new workers (which import the handler's
+  module again), then sends the old ones SIGTERM, so that the listeners
+  never stop being served and no connection is refused;
+* answers for the workers' counters: each worker answers a request on a
+  socketpair with its ``stats()``, and :meth:`Supervisor.stats` adds them up.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import random
+import signal
+import socket
+import sys
+import threading
+import time
+import traceback
+import warnings
+from collections.abc import Callable, Sequence
+from typing import Final, Generic, TypeVar, final
+
+from .abc import Listener, Request
+from .events import Stats
+from .metrics import combined
+from .runner import run
+from .servers import Bound
+
+__all__ = ("Supervisor",)
+
+log: Final = logging.getLogger("servekit.supervisor")
+
+#: A worker that exits this soon after its start counts as failing to start.
+EARLY_EXIT: Final = 1.0
+#: After this many early exits in a row the supervisor gives up.
+EARLY_EXITS: Final = 5
+#: Seconds a worker has to answer a request for its counters.
+STATS_TIMEOUT: Final = 2.0
+
+_ReqT = TypeVar("_ReqT", bound=Request[object])
+_AddrT = TypeVar("_AddrT")
+
+
+@final
+class _Worker:
+    __slots__ = ("channel", "generation", "lock", "pid", "started")
+
+    def __init__(self, pid: int, channel: socket.socket, generation: int) -> None:
+        self.pid = pid
+        self.channel = channel
+        self.generation = generation
+        self.started = time.monotonic()
+        self.lock = threading.Lock()
+
+
+@final
+class Supervisor(Generic[_ReqT, _AddrT]):
+    """N worker processes over shared listeners (see the module's docstring).
+
+    Args:
+        listeners: bound, listening sockets, made by the caller (closed by :meth:`run` at the end).
+        make: in a worker, makes its bound server from the listeners' fd numbers.
+        workers: how many worker processes.
+        drain_seconds: each worker's drain on SIGTERM.
+        max_requests: a worker leaves (drains, exits, is replaced) after this
+            many connections, plus a random jitter of up to *jitter*; ``None``: never.
+        reload: called in a new worker of a later generation (after SIGHUP), before *make*.
+    """
+
+    def __init__(
+        self,
+        listeners: Sequence[Listener[object]],
+        make: Callable[[Sequence[int]], Bound[_ReqT, _AddrT]],
+        workers: int,
+        drain_seconds: float,
+        *,
+        max_requests: int | None = None,
+        jitter: int = 0,
+        reload: Callable[[], object] | None = None,
+    ) -> None:
+        self.listeners = tuple(listeners)
+        self.make = make
+        self.count = workers
+        self.drain_seconds = drain_seconds
+        self.max_requests = max_requests
+        self.jitter = jitter
+        self.reload = reload
+        self.workers: dict[int, _Worker] = {}
+        self.generation = 0
+        self.stopping = False
+        self.failed = False
+        self._early = 0
+
+    # -- the parent -------------------------------------------------------------------------
+
+    def run(self) -> int:
+        """Start the workers and keep them until SIGTERM/SIGINT; the exit status (0, or 1 if they could not start)."""
+        signals = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+        previous = {sig: signal.getsignal(sig) for sig in signals}
+        signal.signal(signal.SIGTERM, self._on_stop)
+        signal.signal(signal.SIGINT, self._on_stop)
+        signal.signal(signal.SIGHUP, self._on_reload)
+        try:
+            for _ in range(self.count):
+                self._spawn()
+            while self.workers:
+                try:
+                    pid, status = os.wait()
+                except ChildProcessError:
+                    break
+                self._exited(pid, status)
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+            for worker in self.workers.values():
+                worker.channel.close()
+            for listener in self.listeners:
+                listener.close()
+        return 1 if self.failed else 0
+
+    def _exited(self, pid: int, status: int) -> None:
+        worker = self.workers.pop(pid, None)
+        if worker is None:
+            return
+        worker.channel.close()
+        code = os.waitstatus_to_exitcode(status)
+        if self.stopping or worker.generation < self.generation:
+            return
+        if time.monotonic() - worker.started < EARLY_EXIT:
+            self._early += 1
+            if self._early >= EARLY_EXITS:
+                log.error("workers exit as soon as they start (status %d): stopping", code)
+                self.failed = True
+                self._stop_all()
+                return
+        else:
+            self._early = 0
+        log.warning("worker %d exited (status %d); starting another", pid, code)
+        self._spawn()
+
+    def _on_stop(self, signum: int, frame: object) -> None:
+        if not self.stopping:
+            log.info("%s: stopping %d workers", signal.Signals(signum).name, len(self.workers))
+            self._stop_all()
+
+    def _stop_all(self) -> None:
+        self.stopping = True
+        for pid in list(self.workers):
+            _kill(pid, signal.SIGTERM)
+
+    def _on_reload(self, signum: int, frame: object) -> None:
+        if self.stopping:
+            return
+        old = list(self.workers)
+        self.generation += 1
+        log.info("SIGHUP: starting %d new workers, then stopping the %d old ones", self.count, len(old))
+        for _ in range(self.count):
+            self._spawn()
+        for pid in old:
+            _kill(pid, signal.SIGTERM)
+
+    def _spawn(self) -> None:
+        parent_end, child_end = socket.socketpair()
+        with warnings.catch_warnings():
+            # (3.12+ warns of a fork in a process with threads; the parent's
+            # only other threads -- a metrics server's -- hold no lock a
+            # worker needs, and the worker never returns into them.)
+            warnings.simplefilter("ignore", DeprecationWarning)
+            pid = os.fork()
+        if pid == 0:  # the worker
+            parent_end.close()
+            for worker in self.workers.values():
+                worker.channel.close()
+            self._work(child_end)
+        child_end.close()
+        self.workers[pid] = _Worker(pid, parent_end, self.generation)
+
+    def stats(self) -> Stats:
+        """The workers' counters, added up (a worker that does not answer in time counts nothing)."""
+        return combined(filter(None, (_ask(worker) for worker in list(self.workers.values()))))
+
+    # -- in a worker ------------------------------------------------------------------------
+
+    def _work(self, channel: socket.socket) -> None:
+        """The worker's whole life: never returns."""
+        code = 0
+        try:
+            signal.signal(signal.SIGHUP, signal.SIG_IGN)
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                signal.signal(sig, signal.SIG_DFL)
+            if self.generation and self.reload is not None:
+                self.reload()
+            bound = self.make([listener.socket.fileno() for listener in self.listeners])
+            threading.Thread(target=_answer_stats, args=(channel, bound), name="servekit stats", daemon=True).start()
+            if self.max_requests is not None:
+                _leave_after(bound, self.max_requests + random.randint(0, self.jitter))
+            run(bound, drain_seconds=self.drain_seconds)
+        except BaseException:  # noqa: BLE001 - a worker reports and exits
+            traceback.print_exc()
+            code = 1
+        finally:
+            try:
+                sys.stdout.flush()
+                sys.stderr.flush()
+            finally:
+                os._exit(code)
+
+
+def _kill(pid: int, sig: int) -> None:
+    try:
+        os.kill(pid, sig)
+    except ProcessLookupError:
+        pass
+
+
+def _ask(worker: _Worker) -> Stats | None:
+    """A worker's counters, asked over its socketpair; ``None`` if it does not answer."""
+    with worker.lock:
+        channel = worker.channel
+        try:
+            channel.settimeout(STATS_TIMEOUT)
+            channel.sendall(b"?")
+            data = b""
+            while not data.endswith(b"\n"):
+                chunk = channel.recv(65536)
+                if not chunk:
+                    return None
+                data += chunk
+        except OSError:
+            return None
+    fields = json.loads(data)
+    return Stats(**fields)
+
+
+def _answer_stats(channel: socket.socket, bound: Bound[_ReqT, _AddrT]) -> None:
+    """In a worker's thread: answer each request on *channel* with the server's counters, as JSON."""
+    with channel:
+        try:
+            while channel.recv(16):
+                channel.sendall(json.dumps(bound.stats()._asdict()).encode() + b"\n")
+        except OSError:
+            pass
+
+
+def _leave_after(bound: Bound[_ReqT, _AddrT], limit: int) -> None:
+    """Have the worker drain and exit (SIGTERM to itself) once *limit* connections were handled."""
+    stop = threading.Event()
+
+    def watch() -> None:
+        while not stop.wait(0.2):  # (a look at the counters five times a second: cheap)
+            if bound.closed:
+                return
+            if bound.stats().connections_closed_total >= limit:
+                os.kill(os.getpid(), signal.SIGTERM)
+                return
+
+    threading.Thread(target=watch, name="servekit max-requests", daemon=True).start()
