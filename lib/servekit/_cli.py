@@ -15,6 +15,9 @@ import argparse
 import importlib
 import ipaddress
 import logging
+import os
+import random
+import signal
 import sys
 from collections.abc import Callable, Sequence
 from typing import Final, NoReturn, TypeAlias
@@ -23,6 +26,7 @@ from ._types import Address
 from .abc import Listener, Transport
 from .connections import StreamConnection
 from .dispatchers import pooled
+from .errors import BindError
 from .events import Stats
 from .metrics import metrics_server
 from .protocols import Evented
@@ -71,7 +75,7 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message}\n")
 
 
-class BindError(ValueError):
+class URLError(ValueError):
     """A --bind or --metrics URL that does not parse."""
 
 
@@ -79,7 +83,7 @@ def parse_bind(url: str) -> StreamTransport:
     """The transport of a ``--bind`` URL: ``tcp://HOST:PORT``, ``unix:PATH`` or ``fd://N``.
 
     Raises:
-        BindError: *url* is none of these, naming what is wrong with it.
+        URLError: *url* is none of these, naming what is wrong with it.
     """
     if url.startswith("tcp://"):
         host, port = _host_port(url, url[len("tcp://") :])
@@ -89,33 +93,33 @@ def parse_bind(url: str) -> StreamTransport:
         if path.startswith("//"):
             path = path[2:]
         if not path:
-            raise BindError(f"{url!r}: a Unix socket needs a path, as in unix:/run/app.sock")
+            raise URLError(f"{url!r}: a Unix socket needs a path, as in unix:/run/app.sock")
         return unix_stream(path)
     if url.startswith("fd://"):
         number = url[len("fd://") :]
         if not number.isdigit():
-            raise BindError(f"{url!r}: fd:// takes a file descriptor number, as in fd://3")
+            raise URLError(f"{url!r}: fd:// takes a file descriptor number, as in fd://3")
         return adopt(int(number), "stream")
-    raise BindError(f"{url!r}: expected tcp://HOST:PORT, unix:PATH or fd://N")
+    raise URLError(f"{url!r}: expected tcp://HOST:PORT, unix:PATH or fd://N")
 
 
 def _host_port(url: str, rest: str) -> tuple[str, int]:
     if rest.startswith("["):
         host, bracket, port_text = rest[1:].partition("]:")
         if not bracket:
-            raise BindError(f"{url!r}: an IPv6 address is written tcp://[ADDRESS]:PORT")
+            raise URLError(f"{url!r}: an IPv6 address is written tcp://[ADDRESS]:PORT")
         try:
             ipaddress.IPv6Address(host.split("%")[0])
         except ValueError:
-            raise BindError(f"{url!r}: {host!r} is not an IPv6 address") from None
+            raise URLError(f"{url!r}: {host!r} is not an IPv6 address") from None
     else:
         host, colon, port_text = rest.rpartition(":")
         if not colon or not host:
-            raise BindError(f"{url!r}: expected tcp://HOST:PORT")
+            raise URLError(f"{url!r}: expected tcp://HOST:PORT")
         if ":" in host:
-            raise BindError(f"{url!r}: write an IPv6 address in brackets, as in tcp://[::1]:8000")
+            raise URLError(f"{url!r}: write an IPv6 address in brackets, as in tcp://[::1]:8000")
     if not port_text.isdigit() or int(port_text) > 65535:
-        raise BindError(f"{url!r}: the port must be a number from 0 to 65535, got {port_text!r}")
+        raise URLError(f"{url!r}: the port must be a number from 0 to 65535, got {port_text!r}")
     return host, int(port_text)
 
 
@@ -143,10 +147,30 @@ def _load(target: str) -> Handler:
     return found
 
 
-def _describe(handler: Handler, transports: tuple[StreamTransport, ...], threads: int) -> Server[Conn, Address]:
+def _describe(
+    handler: Handler,
+    transports: tuple[StreamTransport, ...],
+    threads: int,
+    service_actions: Callable[[], object] | None = None,
+) -> Server[Conn, Address]:
     if isinstance(handler, Evented):
-        return server(transports, handler)
-    return server(transports, handler, dispatcher=pooled(workers=threads, block_on_close=False))
+        return server(transports, handler, service_actions=service_actions)
+    return server(
+        transports, handler, dispatcher=pooled(workers=threads, block_on_close=False), service_actions=service_actions
+    )
+
+
+def _leaving(limit: int) -> tuple[Callable[[], object], Callable[[Bound[Conn, Address]], None]]:
+    """A service action that has this worker drain and exit (SIGTERM to itself) after *limit*
+    connections, and how to give it the worker's server once it is bound."""
+    served: list[Bound[Conn, Address]] = []
+
+    def check() -> None:
+        if served and served[0].stats().connections_closed_total >= limit:
+            served.clear()  # (once)
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    return check, served.append
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -181,9 +205,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError as exc:
         parser.error(str(exc))
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
-    if args.workers == 1:
-        return _serve_here(handler, transports, metrics, args.threads, args.drain_seconds)
-    return _serve_workers(handler, args.target, transports, metrics, args)
+    try:
+        if args.workers == 1:
+            return _serve_here(handler, transports, metrics, args.threads, args.drain_seconds)
+        return _serve_workers(handler, args.target, transports, metrics, args)
+    except BindError as exc:  # (servekit's: an address in use, a path not writable, ...)
+        print(f"{parser.prog}: error: {exc}", file=sys.stderr)
+        return 1
 
 
 def _serve_here(
@@ -236,19 +264,25 @@ def _serve_workers(
         loaded[0] = _load(target)
 
     def make(fds: Sequence[int]) -> Bound[Conn, Address]:
-        return _describe(loaded[0], tuple(adopt(fd, "stream") for fd in fds), args.threads).bind()
+        transports = tuple(adopt(fd, "stream") for fd in fds)
+        if args.max_requests is None:
+            return _describe(loaded[0], transports, args.threads).bind()
+        check, give = _leaving(args.max_requests + random.randint(0, args.max_requests_jitter))
+        bound = _describe(loaded[0], transports, args.threads, check).bind()
+        give(bound)
+        return bound
 
-    supervisor = Supervisor(
-        listeners, make, args.workers, args.drain_seconds,
-        max_requests=args.max_requests, jitter=args.max_requests_jitter, reload=reload,
-    )  # fmt: skip
-    for listener in listeners:
-        log.info("listening on %s (%d workers)", format_address(listener.address), args.workers)
+    supervisor = Supervisor(listeners, make, args.workers, args.drain_seconds, reload=reload)
     scraped = None if metrics is None else metrics_server(metrics, supervisor.stats).bind()
+
+    def ready() -> None:
+        for listener in listeners:
+            log.info("listening on %s (%d workers)", format_address(listener.address), args.workers)
+
     try:
         if scraped is not None:
             _serve_in_thread(scraped)
-        return supervisor.run()
+        return supervisor.run(ready)
     finally:
         if scraped is not None:
             scraped.close()

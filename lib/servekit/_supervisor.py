@@ -28,7 +28,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import random
 import signal
 import socket
 import sys
@@ -81,8 +80,6 @@ class Supervisor(Generic[_ReqT, _AddrT]):
         make: in a worker, makes its bound server from the listeners' fd numbers.
         workers: how many worker processes.
         drain_seconds: each worker's drain on SIGTERM.
-        max_requests: a worker leaves (drains, exits, is replaced) after this
-            many connections, plus a random jitter of up to *jitter*; ``None``: never.
         reload: called in a new worker of a later generation (after SIGHUP), before *make*.
     """
 
@@ -93,16 +90,12 @@ class Supervisor(Generic[_ReqT, _AddrT]):
         workers: int,
         drain_seconds: float,
         *,
-        max_requests: int | None = None,
-        jitter: int = 0,
         reload: Callable[[], object] | None = None,
     ) -> None:
         self.listeners = tuple(listeners)
         self.make = make
         self.count = workers
         self.drain_seconds = drain_seconds
-        self.max_requests = max_requests
-        self.jitter = jitter
         self.reload = reload
         self.workers: dict[int, _Worker] = {}
         self.generation = 0
@@ -112,8 +105,11 @@ class Supervisor(Generic[_ReqT, _AddrT]):
 
     # -- the parent -------------------------------------------------------------------------
 
-    def run(self) -> int:
-        """Start the workers and keep them until SIGTERM/SIGINT; the exit status (0, or 1 if they could not start)."""
+    def run(self, ready: Callable[[], object] | None = None) -> int:
+        """Start the workers and keep them until SIGTERM/SIGINT; the exit status (0, or 1 if they could not start).
+
+        *ready* is called once the first workers are started.
+        """
         signals = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
         previous = {sig: signal.getsignal(sig) for sig in signals}
         signal.signal(signal.SIGTERM, self._on_stop)
@@ -122,6 +118,8 @@ class Supervisor(Generic[_ReqT, _AddrT]):
         try:
             for _ in range(self.count):
                 self._spawn()
+            if ready is not None:
+                ready()
             while self.workers:
                 try:
                     pid, status = os.wait()
@@ -211,8 +209,6 @@ class Supervisor(Generic[_ReqT, _AddrT]):
                 self.reload()
             bound = self.make([listener.socket.fileno() for listener in self.listeners])
             threading.Thread(target=_answer_stats, args=(channel, bound), name="servekit stats", daemon=True).start()
-            if self.max_requests is not None:
-                _leave_after(bound, self.max_requests + random.randint(0, self.jitter))
             run(bound, drain_seconds=self.drain_seconds)
         except BaseException:  # noqa: BLE001 - a worker reports and exits
             traceback.print_exc()
@@ -259,18 +255,3 @@ def _answer_stats(channel: socket.socket, bound: Bound[_ReqT, _AddrT]) -> None:
                 channel.sendall(json.dumps(bound.stats()._asdict()).encode() + b"\n")
         except OSError:
             pass
-
-
-def _leave_after(bound: Bound[_ReqT, _AddrT], limit: int) -> None:
-    """Have the worker drain and exit (SIGTERM to itself) once *limit* connections were handled."""
-    stop = threading.Event()
-
-    def watch() -> None:
-        while not stop.wait(0.2):  # (a look at the counters five times a second: cheap)
-            if bound.closed:
-                return
-            if bound.stats().connections_closed_total >= limit:
-                os.kill(os.getpid(), signal.SIGTERM)
-                return
-
-    threading.Thread(target=watch, name="servekit max-requests", daemon=True).start()

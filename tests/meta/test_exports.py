@@ -27,6 +27,7 @@ LAYERS = [
     "events",
     "protocols",
     "framing",
+    "proxy",
     "_runtime",
     "_runtime.waiter",
     "_runtime.loop",
@@ -45,11 +46,16 @@ LAYERS = [
     "handlers",
     "dispatchers",
     "transports",
+    "systemd",
     "deadlines",
     "gates",
     "admission",
     "servers",
     "runner",
+    "metrics",
+    "_supervisor",
+    "_cli",
+    "__main__",
     "testing",
     "_api",
     "__init__",
@@ -62,7 +68,7 @@ LAYERS = [
 ]
 
 #: What the runtime and the classic adapter may import of servekit: nothing that loads attrs or logging.
-STDLIB_ONLY = ("_lite", "_types", "_traits", "_socket_writer", "abc", "_validate", "errors", "_deadline_io", "connections", "events", "protocols", "framing", "_runtime")
+STDLIB_ONLY = ("_lite", "_types", "_traits", "_socket_writer", "abc", "_validate", "errors", "_deadline_io", "connections", "events", "protocols", "framing", "proxy", "_runtime")
 
 
 def _modules() -> dict[str, Path]:
@@ -104,7 +110,7 @@ def _imports(name: str, path: Path) -> set[str]:
 
 def test_all_is_complete_and_sorted() -> None:
     public = {name for name in dir(servekit) if not name.startswith("_")}
-    modules = {"abc", "admission", "events", "gates", "servers", "acceptors", "connections", "dispatchers", "errors", "handlers", "testing", "transports", "deadlines", "classic", "runner", "protocols", "framing"}
+    modules = {"abc", "admission", "events", "gates", "servers", "acceptors", "connections", "dispatchers", "errors", "handlers", "testing", "transports", "deadlines", "classic", "runner", "protocols", "framing", "metrics"}
     assert set(servekit.__all__) == public - modules
     assert list(servekit.__all__) == sorted(servekit.__all__)
 

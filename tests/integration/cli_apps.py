@@ -1,0 +1,24 @@
+"""Handlers for the command-line runner's tests (``python -m servekit cli_apps:...``, run from this directory)."""
+
+from __future__ import annotations
+
+import os
+
+from servekit import Address, StreamConnection
+from servekit.framing import lines
+
+
+def pid(conn: StreamConnection[Address]) -> None:
+    """Answer with the worker's process id."""
+    conn.wfile.write(b"%d\n" % os.getpid())
+
+
+def shout(line: bytes) -> bytes:
+    return line.upper()
+
+
+#: A reactor's handler: each line upper-cased.
+evented = lines(shout)
+
+#: Not a handler.
+number = 42
