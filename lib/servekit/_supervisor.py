@@ -36,7 +36,7 @@ import time
 import traceback
 import warnings
 from collections.abc import Callable, Sequence
-from typing import Final, Generic, TypeVar, final
+from typing import Final, Generic, NoReturn, TypeVar, final
 
 from .abc import Listener, Request
 from .events import Stats
@@ -54,6 +54,8 @@ EARLY_EXIT: Final = 1.0
 EARLY_EXITS: Final = 5
 #: Seconds a worker has to answer a request for its counters.
 STATS_TIMEOUT: Final = 2.0
+#: What the supervisor handles.
+_SIGNALS: Final = {signal.SIGTERM, signal.SIGINT, signal.SIGHUP}
 
 _ReqT = TypeVar("_ReqT", bound=Request[object])
 _AddrT = TypeVar("_AddrT")
@@ -178,19 +180,28 @@ class Supervisor(Generic[_ReqT, _AddrT]):
 
     def _spawn(self) -> None:
         parent_end, child_end = socket.socketpair()
-        with warnings.catch_warnings():
-            # (3.12+ warns of a fork in a process with threads; the parent's
-            # only other threads -- a metrics server's -- hold no lock a
-            # worker needs, and the worker never returns into them.)
-            warnings.simplefilter("ignore", DeprecationWarning)
-            pid = os.fork()
-        if pid == 0:  # the worker
-            parent_end.close()
-            for worker in self.workers.values():
-                worker.channel.close()
-            self._work(child_end)
-        child_end.close()
-        self.workers[pid] = _Worker(pid, parent_end, self.generation)
+        # The signals wait while the worker is made: a SIGTERM now must find
+        # it in the books (in the parent), and must not run the parent's
+        # handler (in the worker, before it sets its own).
+        blocked = signal.pthread_sigmask(signal.SIG_BLOCK, _SIGNALS)
+        try:
+            with warnings.catch_warnings():
+                # (3.12+ warns of a fork in a process with threads; the parent's
+                # only other threads -- a metrics server's -- hold no lock a
+                # worker needs, and the worker never returns into them.)
+                warnings.simplefilter("ignore", DeprecationWarning)
+                pid = os.fork()
+            if pid == 0:  # the worker
+                parent_end.close()
+                for worker in self.workers.values():
+                    worker.channel.close()
+                self._work(child_end, blocked)
+            child_end.close()
+            self.workers[pid] = _Worker(pid, parent_end, self.generation)
+            if self.stopping:  # (a SIGTERM came while this one was being made: it goes too)
+                _kill(pid, signal.SIGTERM)
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
 
     def stats(self) -> Stats:
         """The workers' counters, added up (a worker that does not answer in time counts nothing)."""
@@ -198,13 +209,14 @@ class Supervisor(Generic[_ReqT, _AddrT]):
 
     # -- in a worker ------------------------------------------------------------------------
 
-    def _work(self, channel: socket.socket) -> None:
-        """The worker's whole life: never returns."""
+    def _work(self, channel: socket.socket, mask: set[int | signal.Signals]) -> NoReturn:
+        """The worker's whole life: never returns.  (Forked with the signals blocked; *mask*: the mask before.)"""
         code = 0
         try:
             signal.signal(signal.SIGHUP, signal.SIG_IGN)
             for sig in (signal.SIGTERM, signal.SIGINT):
                 signal.signal(sig, signal.SIG_DFL)
+            signal.pthread_sigmask(signal.SIG_SETMASK, mask)
             if self.generation and self.reload is not None:
                 self.reload()
             bound = self.make([listener.socket.fileno() for listener in self.listeners])
