@@ -34,6 +34,7 @@ __all__ = (
     "drive",
     "driving",
     "feed",
+    "recv_exactly",
     "recv_line",
     "serving",
     "stream_exchange",
@@ -133,6 +134,17 @@ def recv_line(sock: socket.socket) -> bytes:
     data = b""
     while not data.endswith(b"\n"):
         chunk = sock.recv(4096)
+        if not chunk:
+            break
+        data += chunk
+    return data
+
+
+def recv_exactly(sock: socket.socket, count: int) -> bytes:
+    """Read *count* bytes from *sock*; fewer if the peer closes first.  The socket's own timeout bounds each wait."""
+    data = b""
+    while len(data) < count:
+        chunk = sock.recv(count - len(data))
         if not chunk:
             break
         data += chunk

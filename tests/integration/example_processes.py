@@ -186,3 +186,17 @@ def many_connects(address: tuple[str, int], count: int = 2000) -> dict[int, byte
         for sock in socks:
             sock.close()
     return answers
+
+
+def connects_all_answered(ex: Example, count: int = 2000) -> dict[str, object]:
+    """:func:`many_connects` against *ex*, then SIGTERM: every answer right, exit 0, nothing cut or
+    refused; the server's counters (for what a test checks beyond)."""
+    answers = many_connects(ex.address, count)
+    status, report, _ = ex.terminate()
+    assert [answers[i] for i in range(count)] == [b"n%d\n" % i for i in range(count)]
+    assert status == 0 and report["cut"] == 0
+    stats = report["stats"]
+    assert isinstance(stats, dict)
+    assert stats["connections_accepted_total"] == count and stats["connections_rejected_total"] == 0, stats
+    assert stats["handler_errors_total"] == 0, stats
+    return stats

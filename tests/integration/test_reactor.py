@@ -17,23 +17,13 @@ import pytest
 from servekit import Admission, ConnectionClosed, Deadlines, HandlerStarted, Rejected, server, tcp, udp, unix_stream
 from servekit.framing import datagrams, length_prefixed, lines, messages
 from servekit.protocols import Output, protocol
-from servekit.testing import EventLog, datagram_exchange, recv_line, serving
+from servekit.testing import EventLog, datagram_exchange, recv_exactly, recv_line, serving
 
 TIMEOUT = 10.0
 
 
 def echo(line: bytes) -> bytes:
     return line
-
-
-def _recv_exactly(sock: socket.socket, count: int) -> bytes:
-    data = b""
-    while len(data) < count:
-        chunk = sock.recv(count - len(data))
-        if not chunk:
-            break
-        data += chunk
-    return data
 
 
 def _closed_by_server(sock: socket.socket) -> bool:
@@ -55,7 +45,7 @@ def test_lines_are_answered_whole_split_and_pipelined() -> None:
             sock.sendall(b"tw")
             sock.sendall(b"o\nthree\nfo")
             sock.sendall(b"ur\n")
-            assert _recv_exactly(sock, 15) == b"TWO\nTHREE\nFOUR\n"
+            assert recv_exactly(sock, 15) == b"TWO\nTHREE\nFOUR\n"
 
 
 def test_a_none_reply_sends_nothing_and_length_prefixed_messages() -> None:
@@ -68,7 +58,7 @@ def test_a_none_reply_sends_nothing_and_length_prefixed_messages() -> None:
     with serving(server(tcp("127.0.0.1", 0), length_prefixed(keep, size=2)).bind()) as bound:
         with socket.create_connection(bound.address, timeout=TIMEOUT) as sock:
             sock.sendall(b"\x00\x05quiet\x00\x03abc")
-            assert _recv_exactly(sock, 5) == b"\x00\x03cba"
+            assert recv_exactly(sock, 5) == b"\x00\x03cba"
     assert seen == [b"quiet", b"abc"]
 
 
@@ -255,7 +245,7 @@ def test_offloaded_answers_keep_each_connections_order_on_few_threads() -> None:
                 sock.sendall(b"".join(b"%d.%d\n" % (i, n) for n in range(5)))
             for i, sock in enumerate(socks):
                 expected = b"".join(b"re %d.%d\n" % (i, n) for n in range(5))
-                assert _recv_exactly(sock, len(expected)) == expected
+                assert recv_exactly(sock, len(expected)) == expected
         finally:
             for sock in socks:
                 sock.close()
@@ -381,7 +371,7 @@ def test_a_user_framing_gets_what_the_built_in_ones_get() -> None:
         with socket.create_connection(bound.address, timeout=TIMEOUT) as sock:
             sock.sendall(b"5:hello,3:a")
             sock.sendall(b"bc,")
-            assert _recv_exactly(sock, 14) == b"5:Hello,3:Abc,"
+            assert recv_exactly(sock, 14) == b"5:Hello,3:Abc,"
         [closed] = log.wait_for(ConnectionClosed, timeout=TIMEOUT)
     assert closed.reason == "finished" and closed.bytes_in == 14 and closed.bytes_out == 14
 

@@ -21,6 +21,7 @@ import attrs
 import pytest
 
 from servekit import DeadlineExceeded, Deadlines, StreamConnection
+from servekit.testing import recv_exactly
 
 TIMEOUT = 10.0
 #: How much later than its limit a deadline may cut, on a busy machine.
@@ -60,16 +61,6 @@ def _rcvtimeo(sock: socket.socket) -> float:
     """*sock*'s SO_RCVTIMEO, in seconds (0: none)."""
     seconds, micros = struct.unpack("@ll", sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, 16))
     return float(seconds + micros / 1e6)
-
-
-def _recv_exactly(sock: socket.socket, count: int) -> bytes:
-    data = b""
-    while len(data) < count:
-        chunk = sock.recv(count - len(data))
-        if not chunk:
-            break
-        data += chunk
-    return data
 
 
 class _Peer:
@@ -128,7 +119,7 @@ def _echo_client(lines: int, pause: float) -> Callable[[_Peer], None]:
         for number in range(lines):
             line = b"line %d\n" % number
             peer.sock.sendall(line)
-            if _recv_exactly(peer.sock, len(line)) != line or not peer.pace(pause):
+            if recv_exactly(peer.sock, len(line)) != line or not peer.pace(pause):
                 return
         peer.stop.wait(TIMEOUT)
 
@@ -139,7 +130,7 @@ def _busy_client(peer: _Peer) -> None:
     """A line every PACE seconds, each echo awaited, until the connection ends."""
     while peer.pace():
         peer.sock.sendall(b"ping\n")
-        if _recv_exactly(peer.sock, 5) != b"ping\n":
+        if recv_exactly(peer.sock, 5) != b"ping\n":
             return
 
 
@@ -228,7 +219,7 @@ class TestCuts:
         assert conn.rfile.readline() == b"question\n"
         _work(0.5)  # much longer than the request deadline
         conn.wfile.write(b"answer\n")
-        assert _recv_exactly(client_end, 7) == b"answer\n"
+        assert recv_exactly(client_end, 7) == b"answer\n"
         client_end.sendall(b"next\n")
         assert conn.rfile.readline() == b"next\n"
         assert conn.deadline_exceeded is None
