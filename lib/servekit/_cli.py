@@ -30,6 +30,7 @@ from .errors import BindError
 from .events import Stats
 from .metrics import metrics_server
 from .protocols import Evented
+from .proxy import ProxyProtocol
 from .runner import run
 from .servers import Bound, Server, server
 from .transports import adopt, format_address, tcp, unix_stream
@@ -150,13 +151,20 @@ def _load(target: str) -> Handler:
 def _describe(
     handler: Handler,
     transports: tuple[StreamTransport, ...],
-    threads: int,
+    args: argparse.Namespace,
     service_actions: Callable[[], object] | None = None,
 ) -> Server[Conn, Address]:
+    proxy = None
+    if args.proxy_protocol is not None:
+        proxy = ProxyProtocol(versions=(1,) if args.proxy_protocol == "v1" else (2,))
     if isinstance(handler, Evented):
-        return server(transports, handler, service_actions=service_actions)
+        return server(transports, handler, service_actions=service_actions, proxy=proxy)
     return server(
-        transports, handler, dispatcher=pooled(workers=threads, block_on_close=False), service_actions=service_actions
+        transports,
+        handler,
+        dispatcher=pooled(workers=args.threads, block_on_close=False),
+        service_actions=service_actions,
+        proxy=proxy,
     )
 
 
@@ -188,12 +196,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--drain-seconds", metavar="S", type=_seconds, default=10.0, help="drain deadline on SIGTERM (default 10)")
     parser.add_argument("--max-requests", metavar="N", type=_positive, help="with --workers: replace a worker after N connections")
     parser.add_argument("--max-requests-jitter", metavar="N", type=_non_negative, default=0, help="... plus a random 0..N")
-    parser.add_argument("--proxy-protocol", choices=("v1", "v2"), help="(not available yet)")
+    parser.add_argument(
+        "--proxy-protocol", choices=("v1", "v2"),
+        help="every connection starts with a PROXY protocol header (HAProxy's send-proxy / send-proxy-v2): "
+        "the handler sees the real client's address; a connection without one is refused",
+    )  # fmt: skip
     parser.add_argument("--tls-cert", metavar="FILE", help="(not available yet)")
     parser.add_argument("--tls-key", metavar="FILE", help="(not available yet)")
     args = parser.parse_args(argv)
-    if args.proxy_protocol or args.tls_cert or args.tls_key:
-        parser.error("--proxy-protocol, --tls-cert and --tls-key are not available yet in this version")
+    if args.tls_cert or args.tls_key:
+        parser.error("--tls-cert and --tls-key are not available yet in this version")
     if not args.bind:
         parser.error("at least one --bind URL is needed, as in --bind tcp://127.0.0.1:8000")
     if args.max_requests is not None and args.workers == 1:
@@ -207,7 +219,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
     try:
         if args.workers == 1:
-            return _serve_here(handler, transports, metrics, args.threads, args.drain_seconds)
+            return _serve_here(handler, transports, metrics, args)
         return _serve_workers(handler, args.target, transports, metrics, args)
     except BindError as exc:  # (servekit's: an address in use, a path not writable, ...)
         print(f"{parser.prog}: error: {exc}", file=sys.stderr)
@@ -218,10 +230,9 @@ def _serve_here(
     handler: Handler,
     transports: tuple[StreamTransport, ...],
     metrics: StreamTransport | None,
-    threads: int,
-    drain_seconds: float,
+    args: argparse.Namespace,
 ) -> int:
-    bound = _describe(handler, transports, threads).bind()
+    bound = _describe(handler, transports, args).bind()
     scraped = None if metrics is None else metrics_server(metrics, bound.stats).bind()
 
     def ready(served: Bound[Conn, Address]) -> None:
@@ -231,7 +242,7 @@ def _serve_here(
             _serve_in_thread(scraped)
 
     try:
-        run(bound, drain_seconds=drain_seconds, ready=ready)
+        run(bound, drain_seconds=args.drain_seconds, ready=ready)
     finally:
         if scraped is not None:
             scraped.close()
@@ -266,9 +277,9 @@ def _serve_workers(
     def make(fds: Sequence[int]) -> Bound[Conn, Address]:
         transports = tuple(adopt(fd, "stream") for fd in fds)
         if args.max_requests is None:
-            return _describe(loaded[0], transports, args.threads).bind()
+            return _describe(loaded[0], transports, args).bind()
         check, give = _leaving(args.max_requests + random.randint(0, args.max_requests_jitter))
-        bound = _describe(loaded[0], transports, args.threads, check).bind()
+        bound = _describe(loaded[0], transports, args, check).bind()
         give(bound)
         return bound
 

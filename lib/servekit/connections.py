@@ -195,6 +195,12 @@ def _accepted(sock: socket.socket, client_address: _AddrT, server_address: _Addr
     return conn
 
 
+def _readdress(request: object, client_address: object) -> None:
+    """Give a stream connection the client address a PROXY header named (the balancer's peer is not the client)."""
+    if isinstance(request, StreamConnection):
+        request._address = client_address
+
+
 def _traffic(request: object) -> tuple[int | None, int | None]:
     """Bytes in and out of *request* where they were counted (a connection with deadlines), else ``None``."""
     # (This module's own class: its clock is not private to this function.)

@@ -67,6 +67,7 @@ from collections.abc import Iterable
 from typing import Final, Literal, NamedTuple, TypeAlias, final
 
 from ._types import Address
+from .connections import _readdress
 
 __all__ = (
     "DEFAULT_MAX_LENGTH",
@@ -77,6 +78,7 @@ __all__ = (
     "ProxyError",
     "ProxyHeader",
     "ProxyParser",
+    "ProxyProtocol",
     "SSLInfo",
     "Transport",
     "Version",
@@ -736,3 +738,84 @@ def _crc32c(data: bytes) -> int:
     for byte in data:
         crc = table[(crc ^ byte) & 0xFF] ^ (crc >> 8)
     return crc ^ 0xFFFFFFFF
+
+
+@final
+class ProxyProtocol:
+    """A server's PROXY protocol: every stream connection must start with a valid header, read on the loop.
+
+    ``server(tcp(host, port), handler, proxy=ProxyProtocol(versions=(2,), trusted=("10.0.0.0/8",)))``.
+    Behind a load balancer that speaks it (HAProxy's ``send-proxy`` /
+    ``send-proxy-v2``, a cloud balancer), each connection's header is read
+    before admission -- so ``verify``, the admission limits, the events and
+    the handler all see the real client: ``client_address`` is the header's
+    source address.  A ``LOCAL`` or ``UNKNOWN`` header (a health check)
+    keeps the connection's own address.  Strict: the header is never
+    guessed; a connection without a valid one -- or from a peer outside
+    *trusted*, or whose header is not complete within *timeout* -- is
+    closed and counted as refused with the reason ``"proxy"``
+    (``stats().rejected_by_reason``).  The client's own bytes after the
+    header stay in the socket for the handler.
+
+    Args:
+        versions: the versions accepted (1, 2 or both).
+        trusted: the networks (``"127.0.0.1/32"``, ``"10.0.0.0/8"``, ``"::1"``)
+            whose peers may send a header; ``None``: any peer (when only the
+            balancer can reach the server).  Unix-socket peers are local and
+            always trusted.
+        timeout: seconds from the connection's arrival to a whole header.
+        max_length: the longest v2 header accepted (see :class:`ProxyParser`).
+
+    Raises:
+        TypeError, ValueError: an argument of the wrong type or value.
+    """
+
+    __slots__ = ("parser", "timeout", "trusted")
+
+    def __init__(
+        self,
+        *,
+        versions: Iterable[Version] = (1, 2),
+        trusted: Iterable[str] | None = None,
+        timeout: float = 3.0,
+        max_length: int = DEFAULT_MAX_LENGTH,
+    ) -> None:
+        self.parser = ProxyParser(versions=versions, max_length=max_length)
+        given: object = timeout
+        if isinstance(given, bool) or not isinstance(given, (int, float)) or not 0 < timeout < float("inf"):
+            raise ValueError(f"timeout must be a number of seconds > 0, got {given!r}")
+        self.timeout = float(timeout)
+        self.trusted: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] | None = None
+        if trusted is not None:
+            if isinstance(trusted, (str, bytes)):
+                raise TypeError(f"trusted must be an iterable of networks, not one string: {trusted!r}")
+            networks = []
+            for network in trusted:
+                try:
+                    networks.append(ipaddress.ip_network(network, strict=False))
+                except (TypeError, ValueError):
+                    raise ValueError(f"trusted: {network!r} is not a network such as '10.0.0.0/8'") from None
+            self.trusted = tuple(networks)
+
+    def take(self, data: bytes, request: object, /) -> int | None:
+        """The route's take-stage: the header's length once *data* holds it all (and *request* readdressed).
+
+        Raises:
+            ProxyError: the peer is not trusted, or the header is not valid.
+        """
+        trusted = self.trusted
+        peer = getattr(request, "client_address", None)
+        if trusted is not None and isinstance(peer, tuple):
+            host = ipaddress.ip_address(str(peer[0]).split("%")[0])
+            if not any(host in network for network in trusted):
+                raise ProxyError(f"{peer[0]} may not send a PROXY header (not in trusted)")
+        header = self.parser.parse(data)
+        if header is None:
+            return None
+        if header.source is not None:
+            _readdress(request, header.source)
+        return header.header_length
+
+    def __repr__(self) -> str:
+        trusted = None if self.trusted is None else tuple(str(network) for network in self.trusted)
+        return f"ProxyProtocol(versions={self.parser.versions!r}, trusted={trusted!r}, timeout={self.timeout!r})"

@@ -35,6 +35,7 @@ from .events import (
 )
 from .handlers import check_handler
 from .protocols import Evented
+from .proxy import ProxyProtocol
 from .transports import transport_kind
 
 __all__ = ("Bound", "ErrorHandler", "Listeners", "Server", "server")
@@ -79,6 +80,11 @@ def _check_deadlines(_inst: object, _attr: object, value: _T) -> None:
 def _check_admission(_inst: object, _attr: object, value: _T) -> None:
     if value is not None and not isinstance(value, Admission):
         raise TypeError(f"admission must be an Admission or None, got {type(value).__name__} {value!r}")
+
+
+def _check_proxy(_inst: object, _attr: object, value: _T) -> None:
+    if value is not None and not isinstance(value, ProxyProtocol):
+        raise TypeError(f"proxy must be a servekit.proxy.ProxyProtocol or None, got {type(value).__name__} {value!r}")
 
 
 def _check_gate(_inst: object, _attr: object, value: _T) -> None:
@@ -134,6 +140,12 @@ class Server(Generic[_ReqT, _AddrT]):
             up; a read or write past one raises
             :exc:`~servekit.DeadlineExceeded` in the handler, and the
             connection is closed.  Stream transports only.
+        proxy: read a PROXY protocol header (v1, v2) at the start of each
+            stream connection, on the loop, before admission, and take the
+            client's address from it (:class:`~servekit.proxy.ProxyProtocol`:
+            versions, trusted networks, a header deadline); a connection
+            without a valid header is refused (reason ``"proxy"``).  Stream
+            transports only.
         gate: hold each new stream connection on the loop -- costing no worker
             and no thread -- until its first request is there
             (:mod:`servekit.gates`: ``first_line()``, ``any_byte()``,
@@ -168,6 +180,7 @@ class Server(Generic[_ReqT, _AddrT]):
     gate: Gate | None = attrs.field(default=None, validator=_check_gate, kw_only=True)
     admission: Admission | None = attrs.field(default=None, validator=_check_admission, kw_only=True)
     on_event: EventSink | None = attrs.field(default=None, eq=False, kw_only=True)
+    proxy: ProxyProtocol | None = attrs.field(default=None, validator=_check_proxy, kw_only=True)
 
     def __attrs_post_init__(self) -> None:
         kinds = {transport_kind(transport) for transport in self.transports} - {None}
@@ -220,7 +233,7 @@ def _check_evented(spec: Server[_ReqT, _AddrT], evented: Evented[_ReqT], kinds: 
 
 def _stream_only(spec: Server[_ReqT, _AddrT], where: str) -> None:
     """Refuse a gate or deadlines for datagram listeners: they would never apply."""
-    for name in ("gate", "deadlines"):
+    for name in ("gate", "deadlines", "proxy"):
         if getattr(spec, name) is not None:
             raise TypeError(f"{name}= applies to stream connections only; {where} yields datagrams")
 
@@ -252,6 +265,7 @@ class _EventedStreamOptions(_EventedOptions[_ReqT, _AddrT], total=False):
     """The keyword options of :func:`server` with a reactor's stream handler: and its time limits."""
 
     deadlines: Deadlines | None
+    proxy: ProxyProtocol | None
 
 
 class _StreamOptions(_Options[_ReqT, _AddrT], total=False):
@@ -259,6 +273,7 @@ class _StreamOptions(_Options[_ReqT, _AddrT], total=False):
 
     deadlines: Deadlines | None
     gate: Gate | None
+    proxy: ProxyProtocol | None
 
 
 # Any transport first, so that a mistake in a handler (a lambda's body, say) is
@@ -327,9 +342,27 @@ def _stages(spec: Server[_ReqT, _AddrT]) -> tuple[Stage[_ReqT], ...]:
     return tuple(stages)
 
 
+@final
+class _HeaderTime:
+    """The :class:`~servekit.abc.Gate` of a stage that takes a header (its time limit; it peeks at nothing)."""
+
+    __slots__ = ("timeout",)
+
+    def __init__(self, timeout: float) -> None:
+        self.timeout = timeout
+
+    def wanted(self, data: bytes, /) -> int:
+        return 0
+
+
 def _loop_stages(spec: Server[_ReqT, _AddrT]) -> tuple[LoopStage, ...]:
-    """The loop's steps before dispatch, in order."""
-    return () if spec.gate is None else (LoopStage("gate", spec.gate),)
+    """The loop's steps before dispatch, in order: the PROXY header (before admission), the gate."""
+    stages: list[LoopStage] = []
+    if spec.proxy is not None:
+        stages.append(LoopStage("proxy", _HeaderTime(spec.proxy.timeout), True, spec.proxy.take))
+    if spec.gate is not None:
+        stages.append(LoopStage("gate", spec.gate))
+    return tuple(stages)
 
 
 def _reporter(spec: Server[_ReqT, _AddrT], where: str) -> Callable[[_ReqT, Exception], None]:

@@ -52,7 +52,7 @@ def socket_of(request: object) -> socket.socket:
 class _Parked(Generic[_ReqT, _WhereT]):
     """A connection held by stage *index*: how much of it the stage has seen, its low-water mark."""
 
-    __slots__ = ("index", "lowat", "number", "request", "seen", "sock", "where")
+    __slots__ = ("header", "index", "lowat", "number", "request", "seen", "sock", "where")
 
     def __init__(self, request: _ReqT, sock: socket.socket, index: int, where: _WhereT) -> None:
         # What the stage's timer knows it by: a timer holds no reference to
@@ -65,6 +65,7 @@ class _Parked(Generic[_ReqT, _WhereT]):
         self.where = where
         self.seen = 0
         self.lowat = 1
+        self.header = b""  # what a take-stage has taken off the socket so far
 
 
 @final
@@ -169,6 +170,9 @@ class Parking(Generic[_ReqT, _WhereT]):
         request = entry.request
         sock = entry.sock
         stage = self._stages[entry.index]
+        if stage.take is not None:
+            self._take(fd, entry, stage.take)
+            return
         try:
             data = sock.recv(max(_PEEK, entry.lowat), _PEEK_FLAGS)
         except (BlockingIOError, InterruptedError):
@@ -190,6 +194,35 @@ class Parking(Generic[_ReqT, _WhereT]):
         entry.lowat = wanted
         # The kernel wakes the loop again only when *wanted* bytes are there.
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT, wanted)
+
+    def _take(self, fd: int, entry: _Parked[_ReqT, _WhereT], take: Callable[[bytes, object], int | None]) -> None:
+        """A take-stage's connection is readable: read its header on, and pass it, hold it, or refuse it."""
+        sock = entry.sock
+        name = self._stages[entry.index].name
+        try:
+            data = sock.recv(_PEEK, _PEEK_FLAGS)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            data = b""
+        try:
+            if not data:  # the client left (or half-closed) before its header was whole
+                raise ValueError("the connection ended within its header")
+            header = entry.header + data
+            length = take(header, entry.request)
+            if length is None:  # all of it is header: taken off the socket, so that it is not seen again
+                sock.recv(len(data), socket.MSG_DONTWAIT)
+                entry.header = header
+                return
+            rest = length - len(entry.header)
+            if rest > 0 and len(sock.recv(rest, socket.MSG_DONTWAIT)) != rest:  # (peeked: it is there)
+                raise ValueError("the header could not be taken off the socket")
+        except (ValueError, OSError):
+            self._unpark(fd, entry)
+            self._closed(entry.request, name, entry.where)
+            return
+        self._unpark(fd, entry)
+        self._passed(entry.request, entry.index + 1, entry.where)
 
     def _unpark(self, fd: int, entry: _Parked[_ReqT, _WhereT]) -> None:
         del self._parked[fd]

@@ -273,7 +273,8 @@ class Pipeline(Generic[_ReqT]):
         """Closed while held on the loop (by a stage's timeout, its client leaving, or by hand)."""
         if reason == "gate":
             self.books.gated_out += 1
-        self.end(request, reason, door=door)
+        # Not admitted yet (a stage before admission): a refusal, counted as one.
+        self.end(request, reason, rejected=id(request) not in self.books.live, door=door)
 
     # -- in the worker (servekit.abc.WorkerHost) ---------------------------------------------
 

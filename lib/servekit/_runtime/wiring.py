@@ -59,11 +59,21 @@ class LoopStage(NamedTuple):
     *before_admission* runs before the admission limits judge the client
     (where a PROXY header must be read); the others after (the first-request
     gate).
+
+    A stage with *take* reads a header off the stream instead of only
+    peeking: *take* is called with the bytes of the header so far and the
+    request, and returns ``None`` while the header is incomplete (the bytes
+    are taken off the socket: they are all header), or the header's length
+    once it is complete (exactly that much is taken; the client's own bytes
+    stay in the socket), having done what the header says to the request;
+    a ``ValueError`` refuses the connection, reported with *name* as the
+    reason (``Rejected``, before admission).  *gate* gives its timeout.
     """
 
     name: str
     gate: Gate
     before_admission: bool = False
+    take: Callable[[bytes, object], int | None] | None = None
 
 
 class Intake(NamedTuple, Generic[_ReqT, _AddrT_co]):
