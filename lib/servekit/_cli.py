@@ -19,9 +19,11 @@ import os
 import random
 import signal
 import sys
+import time
 from collections.abc import Callable, Sequence
 from typing import Final, NoReturn, TypeAlias
 
+from . import systemd
 from ._types import Address
 from .abc import Listener, Transport
 from .connections import StreamConnection
@@ -232,7 +234,7 @@ def _serve_here(
     metrics: StreamTransport | None,
     args: argparse.Namespace,
 ) -> int:
-    bound = _describe(handler, transports, args).bind()
+    bound = _describe(handler, transports, args, _watchdog()).bind()
     scraped = None if metrics is None else metrics_server(metrics, bound.stats).bind()
 
     def ready(served: Bound[Conn, Address]) -> None:
@@ -240,9 +242,10 @@ def _serve_here(
             log.info("listening on %s", format_address(address))
         if scraped is not None:
             _serve_in_thread(scraped)
+        _tell("READY=1", f"STATUS=serving on {', '.join(format_address(a) for a in served.addresses)}")
 
     try:
-        run(bound, drain_seconds=args.drain_seconds, ready=ready)
+        run(bound, drain_seconds=args.drain_seconds, ready=ready, stopping=lambda _: _tell("STOPPING=1"))
     finally:
         if scraped is not None:
             scraped.close()
@@ -289,6 +292,7 @@ def _serve_workers(
     def ready() -> None:
         for listener in listeners:
             log.info("listening on %s (%d workers)", format_address(listener.address), args.workers)
+        _tell("READY=1", f"STATUS={args.workers} workers serving")
 
     try:
         if scraped is not None:
@@ -297,6 +301,34 @@ def _serve_workers(
     finally:
         if scraped is not None:
             scraped.close()
+
+
+def _tell(*assignments: str) -> None:
+    """Tell the service manager (systemd's ``NOTIFY_SOCKET``, when set); a failure is logged, not raised."""
+    try:
+        systemd.notify(*assignments)
+    except (OSError, ValueError) as exc:
+        log.warning("could not notify the service manager (%s): %s", " ".join(assignments), exc)
+
+
+def _watchdog() -> Callable[[], object] | None:
+    """A service action that pings systemd's watchdog at half its interval, or ``None`` when none is asked for."""
+    try:
+        interval = systemd.watchdog_interval()
+    except ValueError as exc:
+        log.warning("WATCHDOG_USEC ignored: %s", exc)
+        return None
+    if interval is None:
+        return None
+    due = [0.0]
+
+    def ping() -> None:
+        now = time.monotonic()
+        if now >= due[0]:
+            due[0] = now + interval / 2
+            _tell("WATCHDOG=1")
+
+    return ping
 
 
 def _serve_in_thread(bound: Bound[Conn, Address]) -> None:

@@ -34,6 +34,7 @@ def run(
     poll_interval: float = 0.5,
     signals: tuple[signal.Signals, ...] = (signal.SIGTERM, signal.SIGINT),
     ready: Callable[[Bound[_ReqT, _AddrT]], object] | None = None,
+    stopping: Callable[[Bound[_ReqT, _AddrT]], object] | None = None,
 ) -> DrainReport:
     """Serve until SIGTERM or SIGINT, then drain for at most *drain_seconds*; return the report.
 
@@ -43,7 +44,9 @@ def run(
     (:meth:`Bound.drain`), logs the report on the ``servekit.server`` logger
     and closes the server.  A second signal during the drain stops at once:
     every connection left is cut and the server closed without waiting.  The
-    signal handlers are restored on return.
+    signal handlers are restored on return.  *stopping* is called with the
+    bound handle when the drain begins (a service manager told: systemd's
+    ``STOPPING=1``, say).
 
     Raises:
         ValueError: not called from the main thread (signal handlers can only be set there).
@@ -80,6 +83,8 @@ def run(
             if failed:
                 thread.join()
                 raise failed[0]
+            if stopping is not None:
+                stopping(bound)
             try:
                 report = bound.drain(drain_seconds)
             except KeyboardInterrupt:

@@ -199,33 +199,40 @@ def test_an_inherited_socket_by_fd() -> None:
 
 
 @pytest.mark.skipif(shutil.which("systemd-socket-activate") is None and not os.environ.get("CI"), reason="no systemd-socket-activate")
-def test_socket_activation_through_systemd_socket_activate() -> None:
-    """``systemd-socket-activate`` listens and starts the runner with the socket as fd 3."""
+def test_socket_activation_through_systemd_socket_activate(tmp_path: Path) -> None:
+    """``systemd-socket-activate`` listens and starts the runner with the socket as fd 3; the runner
+    tells the test's notify socket READY=1 once it serves and STOPPING=1 when SIGTERM comes."""
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     activator = shutil.which("systemd-socket-activate")
     assert activator is not None, "systemd-socket-activate is missing (Debian's systemd package; .ci/run installs it)"
-    proc = subprocess.Popen(
-        [activator, "-l", f"127.0.0.1:{port}", sys.executable, "-m", "servekit", "examples.whoami:handler", "--bind", "fd://3"],
-        cwd=ROOT,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert proc.stderr is not None
-        line = proc.stderr.readline()  # the activator's "Listening on ..." -- the socket exists from here on
-        assert "Listening" in line or "listening" in line, line
-        with socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT) as sock:  # starts the runner
-            assert recv_line(sock) == b"127.0.0.1 %d\n" % sock.getsockname()[1]
-        proc.send_signal(signal.SIGTERM)
-        _, err = proc.communicate(timeout=TIMEOUT)
-        assert proc.returncode == 0, err
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate(timeout=TIMEOUT)
+    notify_path = str(tmp_path / "notify")
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as notify:
+        notify.bind(notify_path)
+        notify.settimeout(TIMEOUT)
+        proc = subprocess.Popen(
+            [activator, "-l", f"127.0.0.1:{port}", "-E", f"NOTIFY_SOCKET={notify_path}", "-E", "PYTHONPATH",
+             sys.executable, "-m", "servekit", "examples.whoami:handler", "--bind", "fd://3"],
+            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+            env={**os.environ, "SYSTEMD_LOG_TARGET": "console"},
+        )  # fmt: skip
+        try:
+            assert proc.stderr is not None
+            line = proc.stderr.readline()  # the activator's "Listening on ..." -- the socket exists from here on
+            assert "Listening" in line or "listening" in line, line
+            with socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT) as sock:  # starts the runner
+                assert recv_line(sock) == b"127.0.0.1 %d\n" % sock.getsockname()[1]
+            told = notify.recv(4096).decode().splitlines()
+            assert "READY=1" in told and any(item.startswith("STATUS=serving on 127.0.0.1:") for item in told), told
+            proc.send_signal(signal.SIGTERM)
+            assert notify.recv(4096) == b"STOPPING=1"
+            _, err = proc.communicate(timeout=TIMEOUT)
+            assert proc.returncode == 0, err
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.communicate(timeout=TIMEOUT)
 
 
 def _pids(address: tuple[str, int], until: int, tries: int = 500) -> list[int]:
