@@ -164,6 +164,11 @@ class Supervisor(Generic[_ReqT, _AddrT]):
 
     def _stop_all(self) -> None:
         self.stopping = True
+        # The parent's copies go first: the sockets close when the last
+        # worker, draining, has taken what waits in their backlogs and closed
+        # its own -- no connection is left queued where nobody will take it.
+        for listener in self.listeners:
+            listener.close()
         for pid in list(self.workers):
             _kill(pid, signal.SIGTERM)
 
@@ -220,6 +225,11 @@ class Supervisor(Generic[_ReqT, _AddrT]):
             if self.generation and self.reload is not None:
                 self.reload()
             bound = self.make([listener.socket.fileno() for listener in self.listeners])
+            # The server holds duplicates (adopt): the inherited copies go, or
+            # they would keep the sockets open -- connections queueing where
+            # nobody takes them -- from the drain until this process ends.
+            for listener in self.listeners:
+                listener.socket.close()
             threading.Thread(target=_answer_stats, args=(channel, bound), name="servekit stats", daemon=True).start()
             run(bound, drain_seconds=self.drain_seconds)
         except BaseException:  # noqa: BLE001 - a worker reports and exits

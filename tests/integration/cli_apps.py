@@ -13,6 +13,12 @@ def pid(conn: StreamConnection[Address]) -> None:
     conn.wfile.write(b"%d\n" % os.getpid())
 
 
+def echo(conn: StreamConnection[Address]) -> None:
+    """Echo each line, then close once the client does."""
+    for line in conn.rfile:
+        conn.wfile.write(line)
+
+
 def shout(line: bytes) -> bytes:
     return line.upper()
 

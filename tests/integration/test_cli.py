@@ -16,6 +16,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -309,3 +310,64 @@ def test_sighup_reloads_without_refusing_a_connection() -> None:
         assert not run.children() & old
         status, err = run.stop()
     assert status == 0, err
+
+
+def test_reload_and_drain_under_load_lose_no_request() -> None:
+    """8 clients, a new connection per request, through a SIGHUP reload and then SIGTERM: every request
+    is answered -- those in flight when SIGTERM comes too -- and afterwards connections are refused.
+
+    (A client that connects at the very instant the last worker closes the socket, after its drain
+    took the backlog, would be reset by the kernel: as for any server, so the clients stop
+    connecting when SIGTERM is sent; the requests they have in flight then must all be answered.)
+    """
+    with cli("cli_apps:echo", "--bind", "tcp://127.0.0.1:0", "--workers", "2", cwd=HERE) as run:
+        address = run.tcp()
+        answered = [0] * 8
+        lost: list[str] = []
+        going = threading.Barrier(9)
+        stopped = threading.Event()
+
+        def client(number: int) -> None:
+            for i in range(1_000_000):  # a bound; each client stops when SIGTERM is sent
+                if i == 20:
+                    going.wait(TIMEOUT)  # every client is busy: on with the reload
+                if stopped.is_set():
+                    return
+                line = b"%d.%d\n" % (number, i)
+                try:
+                    with socket.create_connection(address, timeout=TIMEOUT) as sock:
+                        sock.sendall(line)
+                        answer = recv_line(sock)
+                except OSError as exc:
+                    answer = repr(exc).encode()
+                if answer != line:
+                    lost.append(f"{line!r} got {answer!r}")
+                    return
+                answered[number] += 1
+
+        threads = [threading.Thread(target=client, args=(n,)) for n in range(8)]
+        for thread in threads:
+            thread.start()
+        try:
+            going.wait(TIMEOUT)
+            old = run.children()
+            run.proc.send_signal(signal.SIGHUP)
+            deadline = time.monotonic() + TIMEOUT
+            pause = threading.Event()
+            while run.children() & old and time.monotonic() < deadline:  # the old workers drain and go
+                pause.wait(0.05)
+            assert not run.children() & old
+            before = sum(answered)
+            while sum(answered) < before + 200 and time.monotonic() < deadline:  # the new ones serve
+                pause.wait(0.05)
+            stopped.set()
+            status, err = run.stop()  # with requests in flight
+        finally:
+            stopped.set()
+            for thread in threads:
+                thread.join(TIMEOUT)
+    assert status == 0, err
+    assert not lost, lost[:5]
+    assert sum(answered) >= before + 200, answered
+    with pytest.raises(ConnectionRefusedError):
+        socket.create_connection(address, timeout=TIMEOUT).close()
