@@ -35,6 +35,7 @@ from .protocols import Evented
 from .proxy import ProxyProtocol
 from .runner import run
 from .servers import Bound, Server, server
+from .tls import TLSTransport, tls
 from .transports import adopt, format_address, tcp, unix_stream
 
 __all__ = ("main", "parse_bind")
@@ -150,6 +151,10 @@ def _load(target: str) -> Handler:
     return found
 
 
+def _tls(transport: StreamTransport, args: argparse.Namespace) -> StreamTransport:
+    return tls(transport, cert=args.tls_cert, key=args.tls_key)
+
+
 def _describe(
     handler: Handler,
     transports: tuple[StreamTransport, ...],
@@ -203,11 +208,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="every connection starts with a PROXY protocol header (HAProxy's send-proxy / send-proxy-v2): "
         "the handler sees the real client's address; a connection without one is refused",
     )  # fmt: skip
-    parser.add_argument("--tls-cert", metavar="FILE", help="(not available yet)")
-    parser.add_argument("--tls-key", metavar="FILE", help="(not available yet)")
+    parser.add_argument("--tls-cert", metavar="FILE", help="serve TLS with this certificate chain (PEM); SIGHUP reads it again")
+    parser.add_argument("--tls-key", metavar="FILE", help="... and this key (PEM; default: in the --tls-cert file)")
     args = parser.parse_args(argv)
-    if args.tls_cert or args.tls_key:
-        parser.error("--tls-cert and --tls-key are not available yet in this version")
+    if args.tls_key and not args.tls_cert:
+        parser.error("--tls-key needs --tls-cert")
     if not args.bind:
         parser.error("at least one --bind URL is needed, as in --bind tcp://127.0.0.1:8000")
     if args.max_requests is not None and args.workers == 1:
@@ -216,7 +221,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         transports = tuple(parse_bind(url) for url in args.bind)
         metrics = None if args.metrics is None else parse_bind(args.metrics)
         handler = _load(args.target)
-    except ValueError as exc:
+        if args.tls_cert:
+            transports = tuple(_tls(transport, args) for transport in transports)
+    except (ValueError, OSError) as exc:  # (OSError, ssl.SSLError: certificate files)
         parser.error(str(exc))
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
     try:
@@ -244,6 +251,19 @@ def _serve_here(
             _serve_in_thread(scraped)
         _tell("READY=1", f"STATUS=serving on {', '.join(format_address(a) for a in served.addresses)}")
 
+    reloading = [transport for transport in transports if isinstance(transport, TLSTransport)]
+    if reloading:
+
+        def reload(signum: int, frame: object) -> None:
+            for transport in reloading:
+                try:
+                    transport.reload()
+                except (OSError, ValueError) as exc:  # (ssl.SSLError is an OSError)
+                    log.error("SIGHUP: the certificates of %r could not be read again: %s", transport, exc)
+                    return
+            log.info("SIGHUP: certificates read again")
+
+        signal.signal(signal.SIGHUP, reload)
     try:
         run(bound, drain_seconds=args.drain_seconds, ready=ready, stopping=lambda _: _tell("STOPPING=1"))
     finally:
@@ -278,7 +298,9 @@ def _serve_workers(
         loaded[0] = _load(target)
 
     def make(fds: Sequence[int]) -> Bound[Conn, Address]:
-        transports = tuple(adopt(fd, "stream") for fd in fds)
+        transports: tuple[StreamTransport, ...] = tuple(adopt(fd, "stream") for fd in fds)
+        if args.tls_cert:  # (read in each worker: one started after SIGHUP reads the files as they are now)
+            transports = tuple(_tls(transport, args) for transport in transports)
         if args.max_requests is None:
             return _describe(loaded[0], transports, args).bind()
         check, give = _leaving(args.max_requests + random.randint(0, args.max_requests_jitter))

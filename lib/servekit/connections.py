@@ -195,6 +195,12 @@ def _accepted(sock: socket.socket, client_address: _AddrT, server_address: _Addr
     return conn
 
 
+def _over(conn: StreamConnection[_AddrT], sock: socket.socket) -> StreamConnection[_AddrT]:
+    """*conn*, now over *sock* (its socket wrapped: TLS), before anything was read or written through it."""
+    conn._socket = sock
+    return conn
+
+
 def _readdress(request: object, client_address: object) -> None:
     """Give a stream connection the client address a PROXY header named (the balancer's peer is not the client)."""
     if isinstance(request, StreamConnection):

@@ -36,6 +36,7 @@ from .events import (
 from .handlers import check_handler
 from .protocols import Evented
 from .proxy import ProxyProtocol
+from .tls import TLSTransport, handshake_stage
 from .transports import transport_kind
 
 __all__ = ("Bound", "ErrorHandler", "Listeners", "Server", "server")
@@ -194,6 +195,9 @@ class Server(Generic[_ReqT, _AddrT]):
         handler = self.handler
         if isinstance(handler, Evented):
             _check_evented(self, handler, kinds)
+        transports: tuple[object, ...] = self.transports
+        if any(isinstance(transport, TLSTransport) for transport in transports):
+            _check_tls(self)
 
     @property
     def transports(self) -> tuple[Transport[_ReqT, _AddrT], ...]:
@@ -229,6 +233,20 @@ def _check_evented(spec: Server[_ReqT, _AddrT], evented: Evented[_ReqT], kinds: 
             f"gate= does not apply to {evented!r}: the reactor holds every connection on the loop already "
             "(bound the wait for a first message with deadlines=Deadlines(first_byte=...))"
         )
+
+
+def _check_tls(spec: Server[_ReqT, _AddrT]) -> None:
+    """Refuse what does not work over TLS yet."""
+    if isinstance(spec.handler, Evented):
+        raise TypeError("TLS on the reactor is not available yet: serve TLS with a blocking handler")
+    if spec.gate is not None:
+        raise TypeError(
+            "gate= cannot be used with a TLS transport: a gate peeks at the connection's first bytes, "
+            "which are the TLS handshake's, not a request (bound the handshake with tls(..., handshake_timeout=))"
+        )
+    for name in ("proxy", "deadlines"):
+        if getattr(spec, name) is not None:
+            raise TypeError(f"{name}= with a TLS transport is not available yet")
 
 
 def _stream_only(spec: Server[_ReqT, _AddrT], where: str) -> None:
@@ -330,6 +348,10 @@ def server(
 def _stages(spec: Server[_ReqT, _AddrT]) -> tuple[Stage[_ReqT], ...]:
     """The worker's steps before the handler, in order: composed here, in one place."""
     stages: list[Stage[_ReqT]] = []
+    given: tuple[object, ...] = spec.transports
+    timeouts = [transport.handshake_timeout for transport in given if isinstance(transport, TLSTransport)]
+    if timeouts:  # the handshake first, in the worker
+        stages.append(Stage("tls", handshake_stage(min(timeouts))))  # type: ignore[arg-type]  # (R: a stream connection)
     deadlines = spec.deadlines
     if deadlines is not None and not isinstance(spec.handler, Evented):  # (the reactor keeps its own)
 

@@ -585,4 +585,7 @@ def transport_kind(transport: object) -> Literal["stream", "datagram"] | None:
         return "datagram"
     if isinstance(transport, AdoptedTransport):
         return "datagram" if transport.kind in _DATAGRAM_KINDS else "stream"
+    inner = getattr(transport, "inner", None)  # (a wrapper: TLS)
+    if inner is not None and transport_kind(inner) == "stream":
+        return "stream"
     return None

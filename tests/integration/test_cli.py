@@ -140,7 +140,8 @@ def test_help_is_for_a_newcomer() -> None:
         (["examples.whoami:handler", "--bind", "tcp://127.0.0.1:0", "--workers", "0"], "at least 1, got '0'"),
         (["examples.whoami:handler", "--bind", "tcp://127.0.0.1:0", "--max-requests", "5"], "needs --workers 2"),
         (["examples.whoami:handler", "--bind", "tcp://127.0.0.1:0", "--proxy-protocol", "v3"], "invalid choice: 'v3'"),
-        (["examples.whoami:handler", "--bind", "tcp://127.0.0.1:0", "--tls-cert", "c.pem"], "not available yet"),
+        (["examples.whoami:handler", "--bind", "tcp://127.0.0.1:0", "--tls-cert", "nosuch.pem"], "No such file"),
+        (["examples.whoami:handler", "--bind", "tcp://127.0.0.1:0", "--tls-key", "k.pem"], "--tls-key needs --tls-cert"),
     ],
 )
 def test_a_bad_argument_is_one_line_and_exit_2(args: list[str], says: str) -> None:

@@ -46,6 +46,7 @@ LAYERS = [
     "handlers",
     "dispatchers",
     "transports",
+    "tls",
     "systemd",
     "deadlines",
     "gates",
@@ -110,7 +111,7 @@ def _imports(name: str, path: Path) -> set[str]:
 
 def test_all_is_complete_and_sorted() -> None:
     public = {name for name in dir(servekit) if not name.startswith("_")}
-    modules = {"abc", "admission", "events", "gates", "servers", "acceptors", "connections", "dispatchers", "errors", "handlers", "testing", "transports", "deadlines", "classic", "runner", "protocols", "framing", "metrics", "proxy", "systemd"}
+    modules = {"abc", "admission", "events", "gates", "servers", "acceptors", "connections", "dispatchers", "errors", "handlers", "testing", "transports", "deadlines", "classic", "runner", "protocols", "framing", "metrics", "proxy", "systemd", "tls"}
     assert set(servekit.__all__) == public - modules
     assert list(servekit.__all__) == sorted(servekit.__all__)
 
