@@ -42,7 +42,7 @@ import attrs
 from ._types import Address, IPAddress, UnixAddress
 from ._validate import check_text
 from .connections import Datagram, StreamConnection
-from .transports import AdoptedTransport, AdoptKind
+from .transports import AdoptedTransport, AdoptKind, _Adopted
 
 __all__ = (
     "LISTEN_FDS_START",
@@ -219,16 +219,6 @@ def _choose(which: int | str) -> tuple[int, ListenFD]:
     return named[0], found[named[0]]
 
 
-# What socket() returns, by kind (the overloads below, as adopt's), and for a kind known only at run time.
-_Adopted: TypeAlias = (
-    AdoptedTransport[StreamConnection[IPAddress], IPAddress]
-    | AdoptedTransport[StreamConnection[UnixAddress], UnixAddress]
-    | AdoptedTransport[StreamConnection[Address], Address]
-    | AdoptedTransport[Datagram[IPAddress], IPAddress]
-    | AdoptedTransport[Datagram[UnixAddress], UnixAddress]
-    | AdoptedTransport[Datagram[Address], Address]
-    | AdoptedTransport[StreamConnection[Address] | Datagram[Address], Address]
-)
 
 
 @overload

@@ -155,6 +155,15 @@ def slow_clients(ex: Example, idle: float, count: int = 1000) -> SlowClients:
     return SlowClients(opened, closed_at, latencies, threads)
 
 
+def closed_on_time(slow: SlowClients, idle: float, count: int = 1000) -> None:
+    """Every slow connection was closed, within a few seconds of its deadline and not before it
+    (counted from when all were open), and every normal client was answered within 1 s."""
+    assert len(slow.closed_at) == count, f"{count - len(slow.closed_at)} slow connections were not closed"
+    assert max(slow.closed_at.values()) - slow.opened < idle + 3.0
+    assert min(slow.closed_at.values()) - slow.opened >= idle - 0.5
+    assert max(slow.latencies) < 1.0, slow.latencies
+
+
 def many_connects(address: tuple[str, int], count: int = 2000) -> dict[int, bytes]:
     """*count* connections opened at once, each sending ``n<i>\\n``; each answer, by *i*."""
     socks = []

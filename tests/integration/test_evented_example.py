@@ -13,7 +13,7 @@ from __future__ import annotations
 import socket
 from contextlib import AbstractContextManager
 
-from example_processes import TIMEOUT, Example, ask, connects_all_answered, slow_clients
+from example_processes import TIMEOUT, Example, ask, closed_on_time, connects_all_answered, slow_clients
 from example_processes import example as run_example
 from servekit.testing import datagram_exchange, recv_line
 
@@ -28,23 +28,19 @@ def test_slow_clients_cost_no_thread_and_are_closed_at_their_deadline() -> None:
     """500 trickling and 500 silent connections, idle timeout 3 s: one thread, normal clients answered within 1 s."""
     idle = 3.0
     with example("--idle-timeout", str(idle)) as ex:
-        opened, closed_at, latencies, threads = slow_clients(ex, idle)
+        slow = slow_clients(ex, idle)
         status, report, _ = ex.terminate()
     assert status == 0
-    assert len(closed_at) == 1000, f"{1000 - len(closed_at)} slow connections were not closed"
+    closed_on_time(slow, idle)
     stats = report["stats"]
     events = report["events"]
     assert isinstance(stats, dict) and isinstance(events, dict)
-    normal = len(latencies)
+    normal = len(slow.latencies)
     assert stats["closed_by_reason"] == {"deadline": 1000}, stats
     assert stats["connections_accepted_total"] == stats["connections_closed_total"] == 1000 + normal, stats
     assert stats["connections_active"] == 0 and stats["handler_errors_total"] == 0, stats
     assert events["Accepted"] == events["ConnectionClosed"] == 1000 + normal, events
-    # Closed within a few seconds of the deadline, and not before it (counted from when all were open).
-    assert max(closed_at.values()) - opened < idle + 3.0
-    assert min(closed_at.values()) - opened >= idle - 0.5
-    assert set(threads) == {2}, threads  # the main thread and the serving thread: none per connection
-    assert max(latencies) < 1.0, latencies
+    assert set(slow.threads) == {2}, slow.threads  # the main thread and the serving thread: none per connection
 
 
 def test_two_thousand_simultaneous_connects_are_all_answered() -> None:

@@ -13,7 +13,7 @@ import socket
 import threading
 from contextlib import AbstractContextManager
 
-from example_processes import TIMEOUT, Example, connects_all_answered, slow_clients
+from example_processes import TIMEOUT, Example, closed_on_time, connects_all_answered, slow_clients
 from example_processes import example as run_example
 from servekit.testing import recv_line
 
@@ -42,16 +42,16 @@ def test_slow_clients_are_held_without_workers_and_closed_at_their_deadline() ->
     idle = 3.0
     with example("--idle-timeout", str(idle), "--workers", "16") as ex:
         baseline = ex.threads()
-        opened, closed_at, latencies, threads = slow_clients(ex, idle)
+        slow = slow_clients(ex, idle)
         status, report, _ = ex.terminate()
     assert status == 0
-    assert len(closed_at) == 1000, f"{1000 - len(closed_at)} slow connections were not closed"
+    closed_on_time(slow, idle)
     # The server's own books agree: the 1,000 were closed at the gate, no
     # worker ran for them, and every normal client was handled.
     stats = report["stats"]
     events = report["events"]
     assert isinstance(stats, dict) and isinstance(events, dict)
-    normal = len(latencies)
+    normal = len(slow.latencies)
     assert stats["connections_gate_closed_total"] == 1000, stats
     assert stats["connections_accepted_total"] == 1000 + normal, stats
     assert stats["handler_duration_seconds_count"] == normal, stats
@@ -59,12 +59,8 @@ def test_slow_clients_are_held_without_workers_and_closed_at_their_deadline() ->
     assert stats["connections_active"] == 0, stats
     assert events["Accepted"] == events["ConnectionClosed"] == 1000 + normal, events
     assert events["HandlerStarted"] == events["HandlerFinished"] == normal, events
-    # Closed within a few seconds of the deadline (counted from when all were open).
-    assert max(closed_at.values()) - opened < idle + 3.0
-    assert min(closed_at.values()) - opened >= idle - 0.5
     # Threads bounded by the configuration (16 workers), far below the connection count.
-    assert max(threads) <= baseline + 2, (baseline, threads)
-    assert max(latencies) < 1.0, latencies
+    assert max(slow.threads) <= baseline + 2, (baseline, slow.threads)
 
 
 def test_two_thousand_simultaneous_connects_are_all_answered() -> None:
