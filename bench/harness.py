@@ -6,6 +6,11 @@ workload, the servers in registry order.  So a server and its twin are
 measured minutes (not seconds) apart in the two runs, and a burst of noise on
 the machine shows up as a difference between the runs rather than as a
 difference between two servers.
+
+Most servers are built by ``bench/serve.py`` in a process of its own; the
+entries that are a command line (``python -m servekit ... --workers N``) are
+started as they are, found listening through their log, measured as a process
+tree, and stopped with SIGTERM (see :func:`_wait_listening`, :func:`_stop_command`).
 """
 
 from __future__ import annotations
@@ -15,7 +20,9 @@ import importlib.util
 import json
 import os
 import platform
+import re
 import resource
+import signal
 import statistics
 import subprocess
 import sys
@@ -32,12 +39,14 @@ from bench.importcost import import_time, precompile
 from bench.procs import (
     ServerFailed,
     ServerProcess,
+    _children,
     cpu_seconds,
     live_tasks,
     machine_busy_s,
     memory_kib,
     tree_pss_kib,
 )
+from bench.serve import _first_answer
 from bench.servers import ENTRIES, WORKLOADS, Entry, Workload, proto_of
 
 __all__ = ("Cell", "Options", "Results", "connections_of", "over_capacity", "run_all")
@@ -103,6 +112,11 @@ class Cell:
     notes: list[str] = field(default_factory=list)
     tracebacks: int = 0
     log_tail: str = ""
+    # Pre-forked servers (a command line whose process has children): each
+    # worker's CPU seconds over server_cpu_wall_s, and the most connections it
+    # held at once (sampled every 0.1 s).
+    worker_cpu_s: list[float] = field(default_factory=list)
+    worker_conns: list[int] = field(default_factory=list)
 
     @property
     def rate(self) -> float:
@@ -263,12 +277,14 @@ def _pinned(cpus: set[int] | None) -> Iterator[None]:
 
 
 class _TreeSampler(threading.Thread):
-    """Samples the PSS of a forking server's process tree while load runs."""
+    """Samples the PSS of a forking server's process tree while load runs
+    (and calls *also*, if given, at each sample)."""
 
-    def __init__(self, pid: int, period: float = 0.1) -> None:
+    def __init__(self, pid: int, period: float = 0.1, also: Callable[[], None] | None = None) -> None:
         super().__init__(daemon=True, name="bench-tree-sampler")
         self._pid = pid
         self._period = period
+        self._also = also
         self._done = threading.Event()
         self.peak_kib = 0
         self.peak_procs = 0
@@ -278,11 +294,119 @@ class _TreeSampler(threading.Thread):
             kib, procs = tree_pss_kib(self._pid)
             if kib > self.peak_kib:
                 self.peak_kib, self.peak_procs = kib, procs
+            if self._also is not None:
+                self._also()
             self._done.wait(self._period)
 
     def finish(self) -> None:
         self._done.set()
         self.join(5.0)
+
+
+def _sockets(pid: int) -> int:
+    """How many sockets process *pid* has open."""
+    try:
+        fds = os.listdir(f"/proc/{pid}/fd")
+    except OSError:
+        return 0
+    count = 0
+    for fd in fds:
+        try:
+            count += os.readlink(f"/proc/{pid}/fd/{fd}").startswith("socket:")
+        except OSError:
+            pass
+    return count
+
+
+class _Workers:
+    """The worker processes of a pre-forked server (its children, as they are
+    when it is ready): each one's CPU over the measured phase, and the most
+    connections each held at once (its sockets beyond those it had before the
+    load: the listener, the supervisor's channel...).  They show how the
+    kernel spread the load over the workers sharing the listening socket."""
+
+    def __init__(self, pid: int) -> None:
+        self.baseline = {worker: _sockets(worker) for worker in sorted(_children(pid))}
+        self.most = dict.fromkeys(self.baseline, 0)
+        self.cpu_before: dict[int, float] = {}
+        self.start_cpu()
+
+    def start_cpu(self) -> None:
+        self.cpu_before = {worker: cpu_seconds(worker) for worker in self.baseline}
+
+    def sample(self) -> None:
+        for worker in self.baseline:
+            self.most[worker] = max(self.most[worker], _sockets(worker))
+
+    def cpu(self) -> list[float]:
+        return [max(0.0, cpu_seconds(worker) - before) for worker, before in self.cpu_before.items()]
+
+    def held(self) -> list[int]:
+        """After the load: the most connections each worker held.  (Its own
+        sockets are the fewer of before and now: at the first count the
+        start-up probe's connection may not yet have been closed.)"""
+        return [most - min(self.baseline[worker], _sockets(worker) or most) for worker, most in self.most.items()]
+
+
+# ------------------------------------------------------ command-line servers
+
+#: servekit's command line logs "listening on HOST:PORT" once it has bound.
+_LISTENING: Final = re.compile(r"listening on (\S+):(\d+)")
+
+
+def _wait_listening(srv: ServerProcess, log: Path, launched: float, timeout: float) -> tuple[tuple[str, int], float]:
+    """The address a command-line server listens on, read from its log, once it
+    has answered one request; and the seconds from its launch to that answer
+    (interpreter start-up and imports included)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        code = srv.proc.poll()
+        if code is not None:
+            raise ServerFailed(f"exited with status {code} before it was listening")
+        found = _LISTENING.search(log.read_text(errors="replace")) if log.exists() else None
+        if found is not None:
+            break
+        if time.monotonic() > deadline:
+            raise ServerFailed(f"no 'listening on HOST:PORT' in its log within {timeout:g} s")
+        time.sleep(0.01)
+    address = (found[1].strip("[]"), int(found[2]))
+    try:
+        _first_answer("tcp", address)
+    except Exception as exc:  # (the cell fails, with the reason)
+        why = f"{type(exc).__name__}: {exc}"
+        raise ServerFailed(f"listening on {address[0]}:{address[1]} but no answer: {why}") from exc
+    return address, time.perf_counter() - launched
+
+
+def _stop_command(srv: ServerProcess, timeout: float) -> tuple[float | None, str | None]:
+    """SIGTERM to a command-line server's process -- to it alone, as a service
+    manager's main-process stop does: its workers are its to stop -- and wait
+    for it.  (The seconds from SIGTERM until it exited, what went wrong if
+    anything: a status other than 0, a process of it still running after it.)"""
+    sent = time.perf_counter()
+    try:
+        os.kill(srv.pid, signal.SIGTERM)
+    except ProcessLookupError:
+        pass
+    try:
+        code = srv.proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        return None, f"still running {timeout:g} s after SIGTERM (killed)"
+    took = time.perf_counter() - sent
+    if code != 0:
+        return took, f"exit status {code} after SIGTERM"
+    # (its process group: its workers, which it must have stopped and reaped)
+    left_until = time.monotonic() + 1.0
+    while True:
+        try:
+            os.killpg(srv.pid, 0)
+        except ProcessLookupError:
+            return took, None
+        except PermissionError:
+            return took, None
+        if time.monotonic() > left_until:
+            return took, "exited 0, but processes of its group were still running 1 s later"
+        time.sleep(0.01)
 
 
 def connections_of(workload: Workload, opts: Options) -> int:
@@ -323,6 +447,8 @@ def _spec(workload: Workload, opts: Options) -> LoadSpec:
 
 def _server_argv(entry: Entry, workload: Workload, gen: Generator, opts: Options) -> list[str]:
     proto = proto_of(workload)
+    if entry.command is not None:
+        return entry.command(opts.host)
     if entry.build is None:
         return gen.serve_argv(proto, opts.host)
     work_ms = opts.work_ms if workload == "blocking" else 0.0
@@ -356,20 +482,26 @@ def _stat(stats: dict[str, object], key: str) -> float | None:
 def run_cell(entry: Entry, workload: Workload, run: int, gen: Generator, opts: Options, logdir: Path) -> Cell:
     cell = Cell(entry.name, workload, run)
     log = logdir / f"{entry.name}.{workload}.{run}.log"
-    plan = _cpu_plan(opts.pin)
+    plan = _cpu_plan(opts.pin and entry.pinned)
     server_cpus, gen_cpus = plan if plan is not None else (None, None)
+    launched = time.perf_counter()
     with _pinned(server_cpus):
         srv = ServerProcess(_server_argv(entry, workload, gen, opts), env=os.environ, cwd=REPO, log=log)
     with srv:
         try:
-            address = srv.wait_ready(60.0)
+            if entry.command is not None:
+                address, cell.startup_s = _wait_listening(srv, log, launched, 60.0)
+            else:
+                address = srv.wait_ready(60.0)
         except ServerFailed as exc:
             cell.error = f"server did not start: {exc}"
         else:
             cell.rss_before_kib = memory_kib(srv.pid)[0]
             tasks_before = live_tasks(srv.pid)
+            workers = _Workers(srv.pid) if entry.command is not None else None
             cpu_before = [cpu_seconds(srv.pid, tree=entry.forks), time.monotonic(), machine_busy_s()]
-            sampler = _TreeSampler(srv.pid) if entry.forks else None
+            also = workers.sample if workers is not None else None
+            sampler = _TreeSampler(srv.pid, also=also) if entry.forks else None
             if sampler is not None:
                 sampler.start()
 
@@ -377,6 +509,8 @@ def run_cell(entry: Entry, workload: Workload, run: int, gen: Generator, opts: O
                 cell.rss_idle_kib = memory_kib(srv.pid)[0]
                 # The server's CPU counts from here: opening is not the measured phase.
                 cpu_before[:] = [cpu_seconds(srv.pid, tree=entry.forks), time.monotonic(), machine_busy_s()]
+                if workers is not None:
+                    workers.start_cpu()
 
             try:
                 with _pinned(gen_cpus):
@@ -389,6 +523,8 @@ def run_cell(entry: Entry, workload: Workload, run: int, gen: Generator, opts: O
                     cell.error = (f"no request completed (refused {load.refused}, reset {load.reset}, "
                                   f"timed out {load.timeout}, other {load.other})")  # fmt: skip
             cell.server_cpu_s = cpu_seconds(srv.pid, tree=entry.forks) - cpu_before[0]
+            if workers is not None:
+                cell.worker_cpu_s = workers.cpu()
             cell.server_cpu_wall_s = time.monotonic() - cpu_before[1]
             busy = machine_busy_s() - cpu_before[2]
             gen_cpu = cell.load.cpu_s if cell.load is not None else 0.0
@@ -398,9 +534,15 @@ def run_cell(entry: Entry, workload: Workload, run: int, gen: Generator, opts: O
                 cell.tree_peak_kib, cell.tree_peak_procs = sampler.peak_kib, sampler.peak_procs
             cell.peak_kib = memory_kib(srv.pid)[1]
             cell.wind_down_s = _wind_down(srv.pid, tasks_before, 10.0 + 0.02 * opts.idle)
+            if workers is not None:
+                cell.worker_conns = workers.held()
             if cell.wind_down_s is None:
                 cell.notes.append("threads or children still running after the clients left")
-            stats = srv.stop(timeout=30.0)
+            if entry.command is not None:
+                cell.shutdown_s, cell.stop_error = _stop_command(srv, timeout=30.0)
+                stats = None
+            else:
+                stats = srv.stop(timeout=30.0)
             if stats is not None:
                 cell.startup_s = _stat(stats, "startup_s")
                 cell.shutdown_s = _stat(stats, "shutdown_s")
@@ -466,6 +608,9 @@ def run_all(opts: Options, command: str, log: Callable[[str], None]) -> Results:
         if cpus is not None
         else "not pinned: the scheduler places server and generator"
     )
+    unpinned = [e.name for e in entries if not e.pinned]
+    if cpus is not None and unpinned:
+        pinning += f"; never pinned: {', '.join(unpinned)} (their workers and the generator share all CPUs)"
     results = Results(opts, command, machine_info(), where, pinning, gen.description,
                       [e.name for e in entries], skipped)  # fmt: skip
     for name, why in skipped.items():

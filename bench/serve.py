@@ -19,6 +19,19 @@ Protocol with the harness (bench/procs.py), on standard streams:
 
 Each server runs in its own process so its memory (``/proc``) and CPU are its
 own, and so a crash or a hang cannot take the harness with it.
+
+The entries that are servekit's command line (``python -m servekit
+bench.serve:lines_echo ...``, see ``cli_command`` in bench/servers.py) serve
+what this module defines: :data:`lines_echo`, the reactor's ``lines(echo)``
+(made on first use, so that importing this module loads no servekit), and
+:func:`stream_echo`, the same echo as a blocking handler.  And
+
+    python -m bench.serve --supervised MODULE:HANDLER --bind URL --workers N
+
+is ``python -m servekit`` with the same arguments, except that ``--workers 1``
+is served by the pre-fork supervisor too (a parent and one forked worker)
+instead of in the process itself: the one-worker baseline of the pre-fork
+entries, the same machinery as ``--workers 2`` with only the count changed.
 """
 
 from __future__ import annotations
@@ -29,8 +42,55 @@ import socket
 import sys
 import threading
 import time
+from typing import TYPE_CHECKING
 
 from bench.servers import Proto, Serving, by_name
+
+if TYPE_CHECKING:
+    import argparse
+
+    from servekit import StreamConnection
+
+
+def _echo_line(line: bytes) -> bytes:
+    return line
+
+
+def stream_echo(conn: StreamConnection) -> None:
+    """The echo as a blocking handler (``python -m servekit bench.serve:stream_echo``:
+    run on the pool of ``--threads`` threads of each worker)."""
+    for line in conn.rfile:
+        conn.wfile.write(line)
+
+
+def __getattr__(name: str) -> object:
+    """``lines_echo``: ``servekit.framing.lines(echo)``, made on first use."""
+    if name == "lines_echo":
+        from servekit.framing import lines
+
+        handler = lines(_echo_line)
+        globals()[name] = handler
+        return handler
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def _supervised(argv: list[str]) -> int:
+    """``python -m servekit`` with *argv*, one worker included served by the supervisor."""
+    from servekit import _cli
+
+    serve_workers = _cli._serve_workers
+
+    def serve_here(
+        handler: _cli.Handler,
+        transports: tuple[_cli.StreamTransport, ...],
+        metrics: _cli.StreamTransport | None,
+        args: argparse.Namespace,
+    ) -> int:
+        # (the CLI's own pre-fork path, whatever the count)
+        return serve_workers(handler, args.target, transports, metrics, args)
+
+    _cli._serve_here = serve_here
+    return _cli.main(argv)
 
 
 def _first_answer(proto: Proto, address: tuple[str, int]) -> None:
@@ -94,6 +154,8 @@ class _Watcher(threading.Thread):
 
 
 def main(argv: list[str]) -> int:
+    if argv[:1] == ["--supervised"]:
+        return _supervised(argv[1:])
     if len(argv) not in (4, 5) or argv[1] not in ("tcp", "udp"):
         print("usage: python -m bench.serve NAME tcp|udp HOST POLL_INTERVAL [WORK_MS]", file=sys.stderr)
         return 2

@@ -18,12 +18,19 @@ what is measured is what a user gets.
 This module is imported by the harness (to list entries) and by the server
 process (to build one); it imports no server library at module level, so the
 harness never loads what it does not measure.
+
+A few entries are not built in a ``bench/serve.py`` process but are a command
+line the harness starts as it is (:attr:`Entry.command`): ``python -m
+servekit MODULE:HANDLER --bind tcp://HOST:0 --workers N``, servekit's
+command-line runner and its pre-forked workers, measured as a whole process
+tree and stopped with SIGTERM, as a service manager stops them.
 """
 
 from __future__ import annotations
 
 import importlib
 import socket
+import sys
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -31,6 +38,7 @@ from typing import Any, Final, Literal, Protocol
 
 __all__ = (
     "ENTRIES",
+    "Command",
     "Entry",
     "Proto",
     "Serving",
@@ -89,6 +97,12 @@ class Serving(Protocol):
 #: workload, which only the entries that list it get.
 Build = Callable[[Proto, str, float, float], Serving]
 
+#: host -> the argv of a server that is a command line (``python -m servekit ...``):
+#: the harness starts it as it is, reads the port it listens on from its log
+#: (``listening on HOST:PORT``), and stops it with SIGTERM, after which the
+#: whole process tree must be gone and the exit status 0.
+Command = Callable[[str], list[str]]
+
 
 @dataclass(frozen=True)
 class Entry:
@@ -97,7 +111,8 @@ class Entry:
     #: and coloured, and whose ratios are headlines.
     group: str
     workloads: tuple[Workload, ...]
-    #: ``None`` only for the ceiling server, which is the C program itself.
+    #: ``None`` for the ceiling server, which is the C program itself, and for
+    #: the entries that are a command line (``command``).
     build: Build | None
     #: protocol -> the entry this one is compared with in the ratios.
     twin: Mapping[Proto, str] = field(default_factory=dict)
@@ -116,6 +131,16 @@ class Entry:
     #: the bound would only wait and time out.  The ``blocking`` workload runs
     #: anyway -- serving past a pool's size is what that comparison is about.
     capacity: int | None = None
+    #: A server that is a command line, started as it is instead of in a
+    #: ``bench/serve.py`` process (``build`` is then ``None``).
+    command: Command | None = None
+    #: ``False``: never pinned to a core (``--no-pin`` for this entry alone):
+    #: the scheduler places its processes and the generator on all the CPUs.
+    #: Pre-forked workers are there to use more than one core.
+    pinned: bool = True
+    #: The ratio over ``compare_with[0]`` this entry is judged against, if any
+    #: (the other entries it is compared with are shown only).
+    compare_target: float | None = None
 
 
 # --------------------------------------------------------------------------
@@ -291,6 +316,31 @@ def reactor_build(offload: int = 0) -> Build:
 
 
 # --------------------------------------------------------------------------
+# servekit's command-line runner: python -m servekit MODULE:HANDLER --workers N
+# --------------------------------------------------------------------------
+
+#: What the command-line entries serve: ``lines(echo)`` on servekit's reactor
+#: (bench/serve.py builds it on first use), one thread per process.
+CLI_HANDLER: Final = "bench.serve:lines_echo"
+
+
+def cli_command(workers: int, *, supervised: bool = False, handler: str = CLI_HANDLER) -> Command:
+    """``python -m servekit HANDLER --bind tcp://HOST:0 --workers N``.
+
+    With *supervised*, ``python -m bench.serve --supervised`` and the same
+    arguments: servekit's own command line, except that one worker too is
+    served by the pre-fork supervisor (a parent and one forked worker), where
+    ``python -m servekit --workers 1`` serves in its own process.
+    """
+
+    def command(host: str) -> list[str]:
+        program = ["bench.serve", "--supervised"] if supervised else ["servekit"]
+        return [sys.executable, "-m", *program, handler, "--bind", f"tcp://{host}:0", "--workers", str(workers)]
+
+    return command
+
+
+# --------------------------------------------------------------------------
 # asyncio (and uvloop, which is asyncio with another loop): in bench/_aio.py,
 # imported only by the processes that serve with it (asyncio is a slow import).
 # --------------------------------------------------------------------------
@@ -378,6 +428,11 @@ _FORKING_TWIN: Final[Mapping[Proto, str]] = {
 _REACTOR_TWIN: Final[Mapping[Proto, str]] = {"tcp": "stdlib.ThreadingTCPServer", "udp": "stdlib.UDPServer"}
 #: The event loops the reactor is measured against.
 _EVENT_LOOPS: Final[tuple[str, ...]] = ("asyncio", "uvloop")
+#: The command-line entries are about new connections and the per-line path
+#: of live ones (the reactor's idle and UDP figures are servekit.reactor's).
+_CLI_WORKLOADS: Final[tuple[Workload, ...]] = ("conn", "keepalive")
+#: What the command-line entries import (the supervisor: only pre-fork loads it).
+_CLI_REQUIRES: Final[tuple[str, ...]] = ("servekit", "servekit.framing", "servekit._cli", "servekit._supervisor")
 
 #: (class name, workloads, forks) of the socketserver classes measured; the
 #: stdlib entries and their servekit.classic twins are both made from it.
@@ -420,6 +475,20 @@ ENTRIES: Final[tuple[Entry, ...]] = (
           requires=("servekit", "servekit.framing")),
     Entry("servekit.pooled16", "servekit", ("blocking",), servekit_build("pooled", workers=16),
           requires=("servekit",), capacity=16),
+    # python -m servekit with pre-forked workers, serving lines(echo) on the
+    # reactor (a worker is one thread: what a second worker adds is a process
+    # and a core, not threads sharing a GIL).  Two workers are judged against
+    # the supervisor with one (the same machinery, only the count differs),
+    # and shown beside --workers 1, which serves in its own process.  Never
+    # pinned: the workers and the generator share the machine's cores.  Memory
+    # is the PSS of the process tree, CPU the tree's, for all three.
+    Entry("servekit.prefork1", "servekit", _CLI_WORKLOADS, None, command=cli_command(1, supervised=True),
+          requires=_CLI_REQUIRES, forks=True, pinned=False),
+    Entry("servekit.prefork2", "servekit", _CLI_WORKLOADS, None, command=cli_command(2),
+          compare_with=("servekit.prefork1", "servekit.cli1"), compare_target=1.3,
+          requires=_CLI_REQUIRES, forks=True, pinned=False),
+    Entry("servekit.cli1", "servekit", _CLI_WORKLOADS, None, command=cli_command(1),
+          requires=_CLI_REQUIRES, forks=True, pinned=False),
     *(
         Entry(f"classic.{cls}", "classic", workloads, socketserver_build("servekit.classic", cls),
               twin={"udp" if "UDP" in cls else "tcp": f"stdlib.{cls}"},
