@@ -6,7 +6,8 @@ dispatchers.  The differences are deliberate and few (see the migration
 notes): ``shutdown()`` returns at once, ``shutdown()`` before
 ``serve_forever()`` does not deadlock, ``accept()`` failing with
 ``EMFILE``-like errors backs off instead of spinning, closing the server stops
-a loop running in another thread, and bind errors name the address.
+a loop running in another thread, bind errors name the address, and a TLS
+listener's handshake runs where the request is handled, not on the serve loop.
 
 The typing lives in the ``servekit-stubs`` partial stub package (this
 module's bodiless combinations are generated, invisible to a type checker).

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import gc
 import os
+import socket
 import threading
 from collections.abc import Callable, Sequence
 
 from .._lite import TYPE_CHECKING
 from .._runtime.workers import ChildWorkers
 from .._validate import check_int
-from .route import ChildRoute
+from .route import ChildRoute, handshake
 
 if TYPE_CHECKING:
     from typing import Any
@@ -69,8 +70,13 @@ class ThreadingMixIn(_MixInBase):
         return [] if workers is None else workers.running()
 
     def process_request_thread(self, request: Any, client_address: Any) -> None:
-        """Handle the request in the new thread; errors go to ``handle_error``."""
+        """Handle the request in the new thread; errors go to ``handle_error``.
+
+        A TLS request's handshake is done here first (see ``get_request``).
+        """
         try:
+            if type(request) is not socket.socket and isinstance(request, socket.socket):
+                handshake(self, request)
             self.finish_request(request, client_address)
         except Exception:
             self.handle_error(request, client_address)

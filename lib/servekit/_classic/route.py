@@ -9,6 +9,11 @@ core's workers, whose hosts here run the classic stages in the worker
 ``shutdown_request`` in a forked child).  Each stage is looked up on the
 instance when it runs, so a subclass's overrides take effect.
 
+A TLS listener (an ``ssl.SSLSocket``, as ``http.server.HTTPSServer`` makes)
+is accepted from without its handshake (:func:`accept`); the handshake is
+the first step where the request is handled (:func:`handshake`), so a client
+that connects and says nothing holds up its own worker, not the loop.
+
 Only what ``socketserver`` itself needs is imported here (no attrs, no
 logging until something is logged): a forking server copies every page of
 the process for each request, so the adapter's own footprint is a cost.
@@ -16,6 +21,8 @@ the process for each request, so the adapter's own footprint is a cost.
 
 from __future__ import annotations
 
+import socket
+import sys
 from collections.abc import Callable
 
 from .._lite import TYPE_CHECKING
@@ -30,10 +37,14 @@ if TYPE_CHECKING:
     #: A classic request on its way to a worker: ``(request, client_address)``.
     Item: TypeAlias = tuple[Any, Any]
 
-__all__ = ("ChildRoute", "Route", "ThreadRoute", "describe")
+__all__ = ("HANDSHAKE_TIMEOUT", "ChildRoute", "Route", "ThreadRoute", "accept", "describe", "handshake")
 
 #: The logger accept() failures are reported on.
 LOGGER: Final = "servekit.classic"
+
+#: The longest a TLS handshake may take, in seconds, on a server whose
+#: ``timeout`` is ``None`` (see :func:`handshake`).
+HANDSHAKE_TIMEOUT: Final = 10.0
 
 
 def describe(server: BaseServer) -> str:
@@ -47,6 +58,68 @@ def _fileno(server: BaseServer) -> int:
         return fileno()
     except (OSError, ValueError):
         return -1
+
+
+def accept(listener: socket.socket) -> tuple[socket.socket, Any]:
+    """``listener.accept()``; on a TLS listener, without the TLS handshake.
+
+    ``ssl.SSLSocket.accept()`` completes the handshake before it returns, in
+    the thread that serves the listener: one client that connects and stays
+    silent would stall every later one.  Here the connection is taken off the
+    listener with the plain ``socket.accept()`` and wrapped for the
+    listener's context without a handshake; the request is the
+    ``SSLSocket`` that ``SSLSocket.accept()`` returns (same context,
+    ``do_handshake_on_connect`` and ``suppress_ragged_eofs``) except that its
+    handshake is still to come, done by :func:`handshake` where the request
+    is handled.  A listener with ``do_handshake_on_connect=False`` is
+    accepted from as usual: its handshake already waits for the first read.
+    """
+    ssl = sys.modules.get("ssl")  # nothing is an SSLSocket before ssl is loaded
+    if ssl is None or not isinstance(listener, ssl.SSLSocket) or not listener.do_handshake_on_connect:
+        return listener.accept()
+    conn, address = socket.socket.accept(listener)
+    try:
+        request = listener.context.wrap_socket(
+            conn, server_side=True, do_handshake_on_connect=False, suppress_ragged_eofs=listener.suppress_ragged_eofs
+        )
+    except BaseException:
+        conn.close()
+        raise
+    # What SSLSocket.accept() sets; with the handshake not done (version() is
+    # None) it is what handshake() looks for.  Nothing else reads it on an
+    # accepted socket (only connect() does).
+    request.do_handshake_on_connect = True
+    return request, address
+
+
+def handshake(server: BaseServer, request: Any) -> None:
+    """Complete the TLS handshake that :func:`accept` left to the request's handling.
+
+    Does nothing unless *request* is a server-side ``ssl.SSLSocket`` that
+    asks for its handshake on connect and has not had it (any other request
+    returns at once, so calling this twice is harmless).  The handshake may
+    take at most the server's ``timeout`` -- :data:`HANDSHAKE_TIMEOUT`
+    seconds when that is ``None`` -- or the socket's own timeout if it is
+    shorter; the socket's timeout is then restored.  The bound matters for a
+    server that handles requests in its serving thread: a silent client
+    stalls it that long at most.  A failure (``ssl.SSLError``,
+    ``TimeoutError``, another ``OSError``) is raised into the caller's error
+    path, which reports it (``handle_error``) and shuts the request down.
+    """
+    ssl = sys.modules.get("ssl")
+    if ssl is None or not isinstance(request, ssl.SSLSocket):
+        return
+    if not (request.do_handshake_on_connect and request.server_side) or request.version() is not None:
+        return
+    bound = server.timeout
+    if bound is None or bound <= 0:
+        bound = HANDSHAKE_TIMEOUT
+    own = request.gettimeout()
+    request.settimeout(bound if not own or own > bound else own)
+    try:
+        request.do_handshake()
+    finally:
+        request.settimeout(own)
 
 
 class Route:
@@ -126,6 +199,8 @@ class ChildRoute:
         request, client_address = item
         server = self._server
         try:
+            if type(request) is not socket.socket and isinstance(request, socket.socket):
+                handshake(server, request)  # a TLS request's, left to the child by accept()
             server.finish_request(request, client_address)
         except Exception:
             server.handle_error(request, client_address)

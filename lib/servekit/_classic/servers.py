@@ -11,7 +11,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 from .._lite import TYPE_CHECKING
-from .route import Route, describe
+from .route import Route, accept, describe, handshake
 
 if TYPE_CHECKING:
     from types import TracebackType
@@ -136,7 +136,13 @@ class BaseServer:
         return True
 
     def process_request(self, request: Any, client_address: Any) -> None:
-        """Handle the request in this thread, then shut it down."""
+        """Handle the request in this thread, then shut it down.
+
+        A TLS request's handshake is done here first, bounded by the
+        server's ``timeout`` (10 s when it is ``None``).
+        """
+        if type(request) is not socket.socket and isinstance(request, socket.socket):
+            handshake(self, request)  # deferred by get_request(); see route.accept
         self.finish_request(request, client_address)
         self.shutdown_request(request)
 
@@ -146,6 +152,9 @@ class BaseServer:
 
     def finish_request(self, request: Any, client_address: Any) -> None:
         """Instantiate ``RequestHandlerClass``, which handles the request."""
+        if type(request) is not socket.socket and isinstance(request, socket.socket):
+            # Done already unless process_request() is the program's own.
+            handshake(self, request)
         self.RequestHandlerClass(request, client_address, self)
 
     def shutdown_request(self, request: Any) -> None:
@@ -245,8 +254,17 @@ class TCPServer(BaseServer):
         return self.socket.fileno()
 
     def get_request(self) -> tuple[Any, Any]:
-        """Accept a connection: ``(socket, client_address)``."""
-        return self.socket.accept()
+        """Accept a connection: ``(socket, client_address)``.
+
+        From a TLS listener (an ``ssl.SSLSocket``) the connection is an
+        ``SSLSocket`` whose handshake is left to where the request is handled
+        (the request's thread or child, or ``process_request`` in this one),
+        so that a silent client does not stall the serving thread.
+        """
+        sock = self.socket
+        if type(sock) is socket.socket:
+            return sock.accept()
+        return accept(sock)
 
     def shutdown_request(self, request: Any) -> None:
         """Send FIN (even if a forked child still shares the socket), then close."""
