@@ -41,6 +41,7 @@ from typing import Final, Generic, NoReturn, TypeVar, final
 from .abc import Listener, Request
 from .events import Stats
 from .metrics import combined
+from ._signals import SignalWait
 from .runner import run
 from .servers import Bound
 
@@ -55,7 +56,7 @@ EARLY_EXITS: Final = 5
 #: Seconds a worker has to answer a request for its counters.
 STATS_TIMEOUT: Final = 2.0
 #: What the supervisor handles.
-_SIGNALS: Final = {signal.SIGTERM, signal.SIGINT, signal.SIGHUP}
+_SIGNALS: Final = {signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGCHLD}
 
 _ReqT = TypeVar("_ReqT", bound=Request[object])
 _AddrT = TypeVar("_AddrT")
@@ -112,30 +113,37 @@ class Supervisor(Generic[_ReqT, _AddrT]):
 
         *ready* is called once the first workers are started.
         """
-        signals = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
-        previous = {sig: signal.getsignal(sig) for sig in signals}
-        signal.signal(signal.SIGTERM, self._on_stop)
-        signal.signal(signal.SIGINT, self._on_stop)
-        signal.signal(signal.SIGHUP, self._on_reload)
+        self._signals = SignalWait(_SIGNALS)
         try:
-            for _ in range(self.count):
-                self._spawn()
-            if ready is not None:
-                ready()
-            while self.workers:
-                try:
-                    pid, status = os.wait()
-                except ChildProcessError:
-                    break
-                self._exited(pid, status)
+            with self._signals:
+                for _ in range(self.count):
+                    self._spawn()
+                if ready is not None:
+                    ready()
+                while self._reap():
+                    for sig in self._signals.wait():
+                        if sig == signal.SIGHUP:
+                            self._reload()
+                        elif sig != signal.SIGCHLD:
+                            self._stop(sig)
         finally:
-            for sig, handler in previous.items():
-                signal.signal(sig, handler)
             for worker in self.workers.values():
                 worker.channel.close()
             for listener in self.listeners:
                 listener.close()
         return 1 if self.failed else 0
+
+    def _reap(self) -> bool:
+        """Book every worker that has exited, without waiting; whether any is left to wait for."""
+        while self.workers:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:  # (none left: nothing more will exit)
+                return False
+            if pid == 0:
+                return True
+            self._exited(pid, status)
+        return False
 
     def _exited(self, pid: int, status: int) -> None:
         worker = self.workers.pop(pid, None)
@@ -157,9 +165,9 @@ class Supervisor(Generic[_ReqT, _AddrT]):
         log.warning("worker %d exited (status %d); starting another", pid, code)
         self._spawn()
 
-    def _on_stop(self, signum: int, frame: object) -> None:
+    def _stop(self, sig: signal.Signals) -> None:
         if not self.stopping:
-            log.info("%s: stopping %d workers", signal.Signals(signum).name, len(self.workers))
+            log.info("%s: stopping %d workers", sig.name, len(self.workers))
             self._stop_all()
 
     def _stop_all(self) -> None:
@@ -172,7 +180,7 @@ class Supervisor(Generic[_ReqT, _AddrT]):
         for pid in list(self.workers):
             _kill(pid, signal.SIGTERM)
 
-    def _on_reload(self, signum: int, frame: object) -> None:
+    def _reload(self) -> None:
         if self.stopping:
             return
         old = list(self.workers)
@@ -185,9 +193,8 @@ class Supervisor(Generic[_ReqT, _AddrT]):
 
     def _spawn(self) -> None:
         parent_end, child_end = socket.socketpair()
-        # The signals wait while the worker is made: a SIGTERM now must find
-        # it in the books (in the parent), and must not run the parent's
-        # handler (in the worker, before it sets its own).
+        # The signals wait while the worker is made: in the worker, one must
+        # not reach the parent's wake-up socket before the worker lets go of it.
         blocked = signal.pthread_sigmask(signal.SIG_BLOCK, _SIGNALS)
         try:
             with warnings.catch_warnings():
@@ -197,14 +204,14 @@ class Supervisor(Generic[_ReqT, _AddrT]):
                 warnings.simplefilter("ignore", DeprecationWarning)
                 pid = os.fork()
             if pid == 0:  # the worker
+                signal.set_wakeup_fd(-1)
+                self._signals.forget()
                 parent_end.close()
                 for worker in self.workers.values():
                     worker.channel.close()
                 self._work(child_end, blocked)
             child_end.close()
             self.workers[pid] = _Worker(pid, parent_end, self.generation)
-            if self.stopping:  # (a SIGTERM came while this one was being made: it goes too)
-                _kill(pid, signal.SIGTERM)
         finally:
             signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
 
@@ -219,7 +226,7 @@ class Supervisor(Generic[_ReqT, _AddrT]):
         code = 0
         try:
             signal.signal(signal.SIGHUP, signal.SIG_IGN)
-            for sig in (signal.SIGTERM, signal.SIGINT):
+            for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGCHLD):
                 signal.signal(sig, signal.SIG_DFL)
             signal.pthread_sigmask(signal.SIG_SETMASK, mask)
             if self.generation and self.reload is not None:

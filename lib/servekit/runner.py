@@ -14,6 +14,7 @@ import threading
 from collections.abc import Callable
 from typing import Final, TypeVar
 
+from ._signals import SignalWait
 from ._types import _AddrT
 from ._validate import check_seconds
 from .abc import Request
@@ -55,45 +56,40 @@ def run(
     """
     check_seconds("drain_seconds", drain_seconds)
     bound = server.bind() if isinstance(server, Server) else server
-    stop = threading.Event()
     failed: list[BaseException] = []
+    ended = threading.Event()
 
-    def on_signal(signum: int, frame: object) -> None:
-        if stop.is_set():
-            raise KeyboardInterrupt  # the second signal: stop at once
-        log.info("%s: draining for at most %.1f s", signal.Signals(signum).name, drain_seconds)
-        stop.set()
-
-    def serve() -> None:
+    def serve(signals_wait: SignalWait) -> None:
         try:
             bound.serve_forever(poll_interval)
         except BaseException as exc:  # noqa: BLE001 - raised again in the main thread
             failed.append(exc)
         finally:
-            stop.set()
+            ended.set()
+            signals_wait.wake()
 
-    with bound:
-        previous = {sig: signal.signal(sig, on_signal) for sig in signals}
-        try:
-            thread = threading.Thread(target=serve, name=f"servekit serving {bound!r}")
-            thread.start()
-            if ready is not None:
-                ready(bound)
-            stop.wait()
+    with bound, SignalWait(signals) as signals_wait:
+        thread = threading.Thread(target=serve, args=(signals_wait,), name=f"servekit serving {bound!r}")
+        thread.start()
+        if ready is not None:
+            ready(bound)
+        came: list[signal.Signals] = []
+        while not came and not ended.is_set():
+            came = signals_wait.wait()
+        if not came:  # serve_forever ended by itself
+            thread.join()
             if failed:
-                thread.join()
                 raise failed[0]
+        try:
+            if came:
+                signals_wait.interrupt()  # from now on a signal raises KeyboardInterrupt: a second one cuts the drain
+                came += signals_wait.wait(0)  # (one that came before)
+                log.info("%s: draining for at most %.1f s", came[0].name, drain_seconds)
             if stopping is not None:
                 stopping(bound)
-            try:
-                report = bound.drain(drain_seconds)
-            except KeyboardInterrupt:
-                report = bound.drain(0)
-            log.info(
-                "drained in %.1f s: %d finished, %d cut", report.seconds, report.finished, report.cut
-            )
-            thread.join()
-        finally:
-            for sig, handler in previous.items():
-                signal.signal(sig, handler)
+            report = bound.drain(0 if len(came) > 1 else drain_seconds)
+        except KeyboardInterrupt:
+            report = bound.drain(0)
+        log.info("drained in %.1f s: %d finished, %d cut", report.seconds, report.finished, report.cut)
+        thread.join()
     return report

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import signal
+import threading
 
 from servekit import Address, StreamConnection
 from servekit.framing import lines
@@ -28,3 +30,9 @@ evented = lines(shout)
 
 #: Not a handler.
 number = 42
+
+
+def signal_from_a_worker(conn: StreamConnection[Address]) -> None:
+    """Send SIGTERM to this (worker) thread -- as the kernel may deliver a process's SIGTERM -- then answer."""
+    signal.pthread_kill(threading.get_ident(), signal.SIGTERM)
+    conn.wfile.write(b"sent\n")

@@ -52,6 +52,7 @@ LAYERS = [
     "gates",
     "admission",
     "servers",
+    "_signals",
     "runner",
     "metrics",
     "_supervisor",
