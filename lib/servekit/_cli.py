@@ -23,6 +23,8 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Final, NoReturn, TypeAlias
 
+import attrs
+
 from . import systemd
 from ._types import Address
 from .abc import Listener, Transport
@@ -36,7 +38,7 @@ from .proxy import ProxyProtocol
 from .runner import run
 from .servers import Bound, Server, server
 from .tls import TLSTransport, tls
-from .transports import adopt, format_address, tcp, unix_stream
+from .transports import TCPTransport, adopt, format_address, tcp, unix_stream
 
 __all__ = ("main", "parse_bind")
 
@@ -83,15 +85,15 @@ class URLError(ValueError):
     """A --bind or --metrics URL that does not parse."""
 
 
-def parse_bind(url: str) -> StreamTransport:
-    """The transport of a ``--bind`` URL: ``tcp://HOST:PORT``, ``unix:PATH`` or ``fd://N``.
+def parse_bind(url: str, *, reuse_port: bool = False) -> StreamTransport:
+    """The transport of a ``--bind`` URL: ``tcp://HOST:PORT``, ``unix:PATH`` or ``fd://N`` (TCP with ``SO_REUSEPORT`` if *reuse_port*).
 
     Raises:
         URLError: *url* is none of these, naming what is wrong with it.
     """
     if url.startswith("tcp://"):
         host, port = _host_port(url, url[len("tcp://") :])
-        return tcp(host, port)
+        return tcp(host, port, reuse_port=reuse_port)
     if url.startswith("unix:"):
         path = url[len("unix:") :]
         if path.startswith("//"):
@@ -201,6 +203,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--threads", metavar="N", type=_positive, default=32, help="threads per worker for a blocking handler (default 32)")
     parser.add_argument("--metrics", metavar="URL", help="serve GET /metrics (Prometheus' text format) on this address")
     parser.add_argument("--drain-seconds", metavar="S", type=_seconds, default=10.0, help="drain deadline on SIGTERM (default 10)")
+    parser.add_argument(
+        "--reuse-port", action="store_true",
+        help="with --workers: each worker its own SO_REUSEPORT socket on each tcp:// address, the kernel "
+        "spreading connections evenly by address (default: one socket shared, taken by whichever worker is free)",
+    )  # fmt: skip
     parser.add_argument("--max-requests", metavar="N", type=_positive, help="with --workers: replace a worker after N connections")
     parser.add_argument("--max-requests-jitter", metavar="N", type=_non_negative, default=0, help="... plus a random 0..N")
     parser.add_argument(
@@ -218,7 +225,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.max_requests is not None and args.workers == 1:
         parser.error("--max-requests needs --workers 2 or more (a worker is replaced by the supervisor)")
     try:
-        transports = tuple(parse_bind(url) for url in args.bind)
+        transports = tuple(parse_bind(url, reuse_port=args.reuse_port) for url in args.bind)
         metrics = None if args.metrics is None else parse_bind(args.metrics)
         handler = _load(args.target)
         if args.tls_cert:
@@ -281,14 +288,7 @@ def _serve_workers(
 ) -> int:
     from ._supervisor import Supervisor  # noqa: PLC0415 - only pre-fork needs it
 
-    listeners: list[Listener[Address]] = []
-    try:
-        for transport in transports:
-            listeners.append(transport.listen())
-    except BaseException:
-        for listener in listeners:
-            listener.close()
-        raise
+    slots = _slots(transports, args.workers if args.reuse_port else 1)
     loaded = [handler]
 
     def reload() -> None:  # (a worker after SIGHUP: the handler's module as it is now)
@@ -308,11 +308,11 @@ def _serve_workers(
         give(bound)
         return bound
 
-    supervisor = Supervisor(listeners, make, args.workers, args.drain_seconds, reload=reload)
+    supervisor = Supervisor(slots, make, args.workers, args.drain_seconds, reload=reload)
     scraped = None if metrics is None else metrics_server(metrics, supervisor.stats).bind()
 
     def ready() -> None:
-        for listener in listeners:
+        for listener in slots[0]:
             log.info("listening on %s (%d workers)", format_address(listener.address), args.workers)
         _tell("READY=1", f"STATUS={args.workers} workers serving")
 
@@ -323,6 +323,37 @@ def _serve_workers(
     finally:
         if scraped is not None:
             scraped.close()
+
+
+def _slots(transports: tuple[StreamTransport, ...], count: int) -> list[list[Listener[Address]]]:
+    """*count* slots of listeners for the supervisor, one listener per transport in each.
+
+    With one slot every worker shares the sockets.  With more, each slot gets
+    a socket of its own on each TCP address (the transports set
+    ``SO_REUSEPORT``; a port 0 is the port the first one got); a Unix socket
+    or an inherited fd is one socket, in every slot.
+    """
+    slots: list[list[Listener[Address]]] = [[] for _ in range(count)]
+    made: list[Listener[Address]] = []
+    try:
+        for transport in transports:
+            raw = transport.inner if isinstance(transport, TLSTransport) else transport
+            first = raw.listen()
+            made.append(first)
+            slots[0].append(first)
+            port = first.address[1] if isinstance(first.address, tuple) else None
+            for slot in slots[1:]:
+                if isinstance(raw, TCPTransport) and isinstance(port, int):
+                    other = attrs.evolve(raw, port=port).listen()
+                    made.append(other)
+                    slot.append(other)
+                else:
+                    slot.append(first)
+    except BaseException:
+        for listener in made:
+            listener.close()
+        raise
+    return slots
 
 
 def _tell(*assignments: str) -> None:

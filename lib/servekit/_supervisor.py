@@ -1,11 +1,19 @@
-"""Pre-forked workers: listen once, fork N processes that each serve the shared listeners, keep N alive.
+"""Pre-forked workers: listen once, fork N processes that each serve the listeners, keep N alive.
 
 :class:`Supervisor` is what ``python -m servekit --workers N`` runs.  The
 parent binds the listeners and never accepts on them; each worker is a
 child process that adopts the inherited listening sockets
 (:func:`servekit.adopt`), builds its server and serves it with
-:func:`servekit.run` until SIGTERM, then drains.  The kernel hands each new
-connection to one of the workers waiting on the shared socket.
+:func:`servekit.run` until SIGTERM, then drains.
+
+The listeners come in *slots*: one slot shared by every worker (the kernel
+hands each new connection to one of the workers waiting on the shared
+socket: whichever wakes first), or one slot per worker (``--reuse-port``:
+each worker its own ``SO_REUSEPORT`` socket on the same address, and the
+kernel spreads connections over the sockets by a hash of their addresses).
+The parent keeps every slot's sockets open, so a worker that replaces
+another -- after a crash, ``max_requests`` or SIGHUP -- takes over its slot
+and what waits in that slot's backlog.
 
 The parent:
 
@@ -64,23 +72,26 @@ _AddrT = TypeVar("_AddrT")
 
 @final
 class _Worker:
-    __slots__ = ("channel", "generation", "lock", "pid", "started")
+    __slots__ = ("channel", "generation", "lock", "pid", "slot", "started")
 
-    def __init__(self, pid: int, channel: socket.socket, generation: int) -> None:
+    def __init__(self, pid: int, channel: socket.socket, generation: int, slot: int) -> None:
         self.pid = pid
         self.channel = channel
         self.generation = generation
+        self.slot = slot
         self.started = time.monotonic()
         self.lock = threading.Lock()
 
 
 @final
 class Supervisor(Generic[_ReqT, _AddrT]):
-    """N worker processes over shared listeners (see the module's docstring).
+    """N worker processes over slots of listeners (see the module's docstring).
 
     Args:
-        listeners: bound, listening sockets, made by the caller (closed by :meth:`run` at the end).
-        make: in a worker, makes its bound server from the listeners' fd numbers.
+        listeners: the slots: each a sequence of bound, listening sockets, made by
+            the caller (closed by :meth:`run` at the end); worker *i* serves slot
+            ``i % len(listeners)``.  A listener may be in several slots (shared).
+        make: in a worker, makes its bound server from its slot's fd numbers.
         workers: how many worker processes.
         drain_seconds: each worker's drain on SIGTERM.
         reload: called in a new worker of a later generation (after SIGHUP), before *make*.
@@ -88,14 +99,15 @@ class Supervisor(Generic[_ReqT, _AddrT]):
 
     def __init__(
         self,
-        listeners: Sequence[Listener[object]],
+        listeners: Sequence[Sequence[Listener[object]]],
         make: Callable[[Sequence[int]], Bound[_ReqT, _AddrT]],
         workers: int,
         drain_seconds: float,
         *,
         reload: Callable[[], object] | None = None,
     ) -> None:
-        self.listeners = tuple(listeners)
+        self.slots = tuple(tuple(slot) for slot in listeners)
+        self.listeners = tuple({id(listener): listener for slot in self.slots for listener in slot}.values())
         self.make = make
         self.count = workers
         self.drain_seconds = drain_seconds
@@ -116,8 +128,8 @@ class Supervisor(Generic[_ReqT, _AddrT]):
         self._signals = SignalWait(_SIGNALS)
         try:
             with self._signals:
-                for _ in range(self.count):
-                    self._spawn()
+                for index in range(self.count):
+                    self._spawn(index % len(self.slots))
                 if ready is not None:
                     ready()
                 while self._reap():
@@ -163,7 +175,7 @@ class Supervisor(Generic[_ReqT, _AddrT]):
         else:
             self._early = 0
         log.warning("worker %d exited (status %d); starting another", pid, code)
-        self._spawn()
+        self._spawn(worker.slot)
 
     def _stop(self, sig: signal.Signals) -> None:
         if not self.stopping:
@@ -186,12 +198,12 @@ class Supervisor(Generic[_ReqT, _AddrT]):
         old = list(self.workers)
         self.generation += 1
         log.info("SIGHUP: starting %d new workers, then stopping the %d old ones", self.count, len(old))
-        for _ in range(self.count):
-            self._spawn()
+        for index in range(self.count):
+            self._spawn(index % len(self.slots))
         for pid in old:
             _kill(pid, signal.SIGTERM)
 
-    def _spawn(self) -> None:
+    def _spawn(self, slot: int) -> None:
         parent_end, child_end = socket.socketpair()
         # The signals wait while the worker is made: in the worker, one must
         # not reach the parent's wake-up socket before the worker lets go of it.
@@ -209,9 +221,9 @@ class Supervisor(Generic[_ReqT, _AddrT]):
                 parent_end.close()
                 for worker in self.workers.values():
                     worker.channel.close()
-                self._work(child_end, blocked)
+                self._work(child_end, blocked, slot)
             child_end.close()
-            self.workers[pid] = _Worker(pid, parent_end, self.generation)
+            self.workers[pid] = _Worker(pid, parent_end, self.generation, slot)
         finally:
             signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
 
@@ -221,7 +233,7 @@ class Supervisor(Generic[_ReqT, _AddrT]):
 
     # -- in a worker ------------------------------------------------------------------------
 
-    def _work(self, channel: socket.socket, mask: set[int | signal.Signals]) -> NoReturn:
+    def _work(self, channel: socket.socket, mask: set[int | signal.Signals], slot: int) -> NoReturn:
         """The worker's whole life: never returns.  (Forked with the signals blocked; *mask*: the mask before.)"""
         code = 0
         try:
@@ -231,7 +243,7 @@ class Supervisor(Generic[_ReqT, _AddrT]):
             signal.pthread_sigmask(signal.SIG_SETMASK, mask)
             if self.generation and self.reload is not None:
                 self.reload()
-            bound = self.make([listener.socket.fileno() for listener in self.listeners])
+            bound = self.make([listener.socket.fileno() for listener in self.slots[slot]])
             # The server holds duplicates (adopt): the inherited copies go, or
             # they would keep the sockets open -- connections queueing where
             # nobody takes them -- from the drain until this process ends.

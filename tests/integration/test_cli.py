@@ -18,6 +18,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -249,19 +250,29 @@ def _pids(address: tuple[str, int], until: int, tries: int = 500) -> list[int]:
     return seen
 
 
-def test_two_workers_both_serve_and_none_is_left_after_sigterm() -> None:
-    with cli("cli_apps:pid", "--bind", "tcp://127.0.0.1:0", "--workers", "2", cwd=HERE) as run:
+#: Pre-fork's two ways to listen: one socket shared by the workers, or one SO_REUSEPORT socket each.
+SHARING = pytest.mark.parametrize("sharing", [(), ("--reuse-port",)], ids=["shared", "reuse-port"])
+
+
+@SHARING
+def test_two_workers_both_serve_and_none_is_left_after_sigterm(sharing: tuple[str, ...]) -> None:
+    with cli("cli_apps:pid", "--bind", "tcp://127.0.0.1:0", "--workers", "2", *sharing, cwd=HERE) as run:
         workers = run.children()
         assert len(workers) == 2, workers
         assert set(_pids(run.tcp(), until=2)) == workers
+        if sharing:  # the kernel spreads connections over the sockets by a hash of the client's port
+            counts = Counter(int(_ask(run.tcp())) for _ in range(40))
+            assert set(counts) == workers and min(counts.values()) >= 8, counts
         status, err = run.stop()
     assert status == 0, err
     for pid in workers:
         assert not os.path.exists(f"/proc/{pid}"), pid
 
 
-def test_a_dead_worker_is_replaced_and_max_requests_recycles_workers() -> None:
-    with cli("cli_apps:pid", "--bind", "tcp://127.0.0.1:0", "--workers", "2", "--max-requests", "5", cwd=HERE) as run:
+@SHARING
+def test_a_dead_worker_is_replaced_and_max_requests_recycles_workers(sharing: tuple[str, ...]) -> None:
+    args = ("cli_apps:pid", "--bind", "tcp://127.0.0.1:0", "--workers", "2", "--max-requests", "5", *sharing)
+    with cli(*args, cwd=HERE) as run:
         first = run.children()
         victim = min(first)
         os.kill(victim, signal.SIGKILL)
@@ -297,8 +308,9 @@ def test_metrics_are_the_workers_counters_added_up() -> None:
     assert b"# TYPE servekit_handler_duration_seconds summary" in body
 
 
-def test_sighup_reloads_without_refusing_a_connection() -> None:
-    with cli("cli_apps:pid", "--bind", "tcp://127.0.0.1:0", "--workers", "2", cwd=HERE) as run:
+@SHARING
+def test_sighup_reloads_without_refusing_a_connection(sharing: tuple[str, ...]) -> None:
+    with cli("cli_apps:pid", "--bind", "tcp://127.0.0.1:0", "--workers", "2", *sharing, cwd=HERE) as run:
         old = run.children()
         run.proc.send_signal(signal.SIGHUP)
         answered: list[int] = []
@@ -313,7 +325,8 @@ def test_sighup_reloads_without_refusing_a_connection() -> None:
     assert status == 0, err
 
 
-def test_reload_and_drain_under_load_lose_no_request() -> None:
+@SHARING
+def test_reload_and_drain_under_load_lose_no_request(sharing: tuple[str, ...]) -> None:
     """8 clients, a new connection per request, through a SIGHUP reload and then SIGTERM: every request
     is answered -- those in flight when SIGTERM comes too -- and afterwards connections are refused.
 
@@ -321,7 +334,7 @@ def test_reload_and_drain_under_load_lose_no_request() -> None:
     took the backlog, would be reset by the kernel: as for any server, so the clients stop
     connecting when SIGTERM is sent; the requests they have in flight then must all be answered.)
     """
-    with cli("cli_apps:echo", "--bind", "tcp://127.0.0.1:0", "--workers", "2", cwd=HERE) as run:
+    with cli("cli_apps:echo", "--bind", "tcp://127.0.0.1:0", "--workers", "2", *sharing, cwd=HERE) as run:
         address = run.tcp()
         answered = [0] * 8
         lost: list[str] = []
