@@ -322,10 +322,13 @@ def reactor_build(offload: int = 0) -> Build:
 #: What the command-line entries serve: ``lines(echo)`` on servekit's reactor
 #: (bench/serve.py builds it on first use), one thread per process.
 CLI_HANDLER: Final = "bench.serve:lines_echo"
+CLI_BLOCKING_HANDLER: Final = "bench.serve:stream_echo"
 
 
-def cli_command(workers: int, *, supervised: bool = False, handler: str = CLI_HANDLER) -> Command:
-    """``python -m servekit HANDLER --bind tcp://HOST:0 --workers N``.
+def cli_command(
+    workers: int, *, supervised: bool = False, handler: str = CLI_HANDLER, extra: tuple[str, ...] = ()
+) -> Command:
+    """``python -m servekit HANDLER --bind tcp://HOST:0 --workers N [EXTRA...]``.
 
     With *supervised*, ``python -m bench.serve --supervised`` and the same
     arguments: servekit's own command line, except that one worker too is
@@ -335,7 +338,7 @@ def cli_command(workers: int, *, supervised: bool = False, handler: str = CLI_HA
 
     def command(host: str) -> list[str]:
         program = ["bench.serve", "--supervised"] if supervised else ["servekit"]
-        return [sys.executable, "-m", *program, handler, "--bind", f"tcp://{host}:0", "--workers", str(workers)]
+        return [sys.executable, "-m", *program, handler, "--bind", f"tcp://{host}:0", "--workers", str(workers), *extra]
 
     return command
 
@@ -489,6 +492,24 @@ ENTRIES: Final[tuple[Entry, ...]] = (
           requires=_CLI_REQUIRES, forks=True, pinned=False),
     Entry("servekit.cli1", "servekit", _CLI_WORKLOADS, None, command=cli_command(1),
           requires=_CLI_REQUIRES, forks=True, pinned=False),
+    # The same two workers, each on a SO_REUSEPORT socket of its own (--reuse-port).
+    Entry("servekit.prefork2.reuseport", "servekit", _CLI_WORKLOADS, None,
+          command=cli_command(2, extra=("--reuse-port",)),
+          compare_with=("servekit.prefork1",), compare_target=1.3,
+          requires=_CLI_REQUIRES, forks=True, pinned=False),
+    # And with the command line's default serving: a blocking handler (the
+    # same echo) on a pool of threads per worker -- where one process's
+    # threads share a GIL, and a second process adds what a second thread cannot.
+    Entry("servekit.prefork1.blocking", "servekit", _CLI_WORKLOADS, None,
+          command=cli_command(1, supervised=True, handler=CLI_BLOCKING_HANDLER),
+          requires=_CLI_REQUIRES, forks=True, pinned=False),
+    *(
+        Entry(f"servekit.prefork2.blocking{suffix}", "servekit", _CLI_WORKLOADS, None,
+              command=cli_command(2, handler=CLI_BLOCKING_HANDLER, extra=extra),
+              compare_with=("servekit.prefork1.blocking",), compare_target=1.3,
+              requires=_CLI_REQUIRES, forks=True, pinned=False)
+        for suffix, extra in (("", ()), (".reuseport", ("--reuse-port",)))
+    ),
     *(
         Entry(f"classic.{cls}", "classic", workloads, socketserver_build("servekit.classic", cls),
               twin={"udp" if "UDP" in cls else "tcp": f"stdlib.{cls}"},
