@@ -32,11 +32,17 @@ class WorkerTraits(NamedTuple):
             (``False``: the loop never asks).
         service: whether :meth:`Workers.service_actions` does anything
             (``False``: the loop never calls it).
+        accepts_per_wakeup: how many connections the loop takes off a
+            listener per wake-up for these workers, at most (while they have
+            room), an int >= 1: more saves a wait per connection in a burst,
+            for workers whose ``dispatch`` costs little.  ``1`` for the
+            built-in dispatchers, ``32`` for the reactor.
     """
 
     runs_in: RunsIn
     capacity: bool = True
     service: bool = True
+    accepts_per_wakeup: int = 1
 
 
 WorkerTraits.__module__ = "servekit.abc"  # where it is public (and pickled from)

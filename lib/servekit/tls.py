@@ -26,7 +26,6 @@ from __future__ import annotations
 import os
 import select
 import ssl
-import threading
 import time
 from collections.abc import Callable, Sequence
 from typing import Final, Generic, NamedTuple, final
@@ -107,7 +106,7 @@ class TLSTransport(Generic[_AddrT]):
         handshake_timeout: seconds a client has for its whole handshake.
     """
 
-    __slots__ = ("_files", "_lock", "context", "handshake_timeout", "inner")
+    __slots__ = ("_files", "context", "handshake_timeout", "inner")
 
     def __init__(
         self,
@@ -125,12 +124,10 @@ class TLSTransport(Generic[_AddrT]):
         self.inner = inner
         self.handshake_timeout = float(handshake_timeout)
         self._files = files
-        self._lock = threading.Lock()
         self.context = _with_sni(context)
 
     def listen(self) -> Listener[_AddrT]:
-        listener = self.inner.listen()
-        return listener
+        return self.inner.listen()
 
     def acceptor(self) -> Acceptor[StreamConnection[_AddrT]]:
         return _Acceptor(self.inner.acceptor(), self)
@@ -145,9 +142,7 @@ class TLSTransport(Generic[_AddrT]):
         """
         if self._files is None:
             raise RuntimeError("this TLS transport was given a context: reload it yourself, or make it with tls(cert=, key=)")
-        context = _with_sni(self._files())
-        with self._lock:
-            self.context = context
+        self.context = _with_sni(self._files())  # (one attribute swap: an acceptor sees the old or the new)
 
     def __repr__(self) -> str:
         return f"tls({self.inner!r}, handshake_timeout={self.handshake_timeout!r})"

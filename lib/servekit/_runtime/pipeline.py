@@ -116,7 +116,10 @@ class Pipeline(Generic[_ReqT]):
         self._dispatch = workers.dispatch
         # Workers that take a connection in no time (the reactor's) say how
         # many to take per wake-up: one wait less per connection in a burst.
-        self._batch = getattr(workers, "accepts_per_wakeup", 1)
+        batch: object = 1 if traits is None else traits.accepts_per_wakeup  # (a user's may be anything)
+        if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
+            raise ValueError(f"traits.accepts_per_wakeup must be an int >= 1, got {batch!r}")
+        self._batch = batch
         if runs_in not in ("loop", "threads"):
             # A child process may run requests: it reports to this process.
             self.children = Children(self._loop, self.end)
@@ -155,9 +158,7 @@ class Pipeline(Generic[_ReqT]):
         except (BlockingIOError, InterruptedError):
             return False
         except OSError as exc:
-            self.books.accept_errors += 1
-            backoff = self._loop.accept_failed(exc, "accept()", door.name, LOGGER)
-            self._emit(AcceptFailed(exc.errno or 0, str(exc), backoff))
+            self._accept_failed(door, exc, "accept()")
             return False
         self._taking = door
         if not self._track:
@@ -217,11 +218,16 @@ class Pipeline(Generic[_ReqT]):
                 except Exception as exc:
                     self._report(datagram, exc)
         except OSError as exc:  # (from accept: a failed recvfrom)
-            books.accept_errors += 1
-            backoff = self._loop.accept_failed(exc, "recvfrom()", door.name, LOGGER)
-            self._emit(AcceptFailed(exc.errno or 0, str(exc), backoff))
+            self._accept_failed(door, exc, "recvfrom()")
         finally:
             books.handler_seconds += monotonic() - started
+
+    def _accept_failed(self, door: Door[_ReqT], exc: OSError, call: str) -> None:
+        """*call* (``"accept()"``, ``"recvfrom()"``) failed with *exc* on *door*'s listener: counted,
+        logged and reported; the loop may back off (:meth:`Loop.accept_failed`)."""
+        self.books.accept_errors += 1
+        backoff = self._loop.accept_failed(exc, call, door.name, LOGGER)
+        self._emit(AcceptFailed(exc.errno or 0, str(exc), backoff))
 
     def _verified(self, request: _ReqT) -> str | None:
         """``None`` if ``verify`` lets *request* in; else ``"verify"`` (a verify that raises refuses)."""

@@ -57,10 +57,9 @@ class ReactorWorkers(Generic[_ReqT]):
 
     __slots__ = ("_factory", "_offload", "deadlines", "draining", "high_water", "low_water", "pipeline", "read_size", "streams")
 
-    #: On the loop's thread; never full; nothing to service.
-    traits: Final = WorkerTraits("loop", capacity=False, service=False)
-    #: Connections taken off a listener per wake-up (a dispatch costs little).
-    accepts_per_wakeup: Final = 32
+    #: On the loop's thread; never full; nothing to service; 32 connections
+    #: taken off a listener per wake-up (a dispatch costs little).
+    traits: Final = WorkerTraits("loop", capacity=False, service=False, accepts_per_wakeup=32)
 
     def __init__(self, pipeline: Pipeline[_ReqT], evented: Evented[Never], deadlines: Deadlines | None) -> None:
         # (Its requests are stream connections: the description checked.)
@@ -118,7 +117,7 @@ class ReactorWorkers(Generic[_ReqT]):
         for stream in list(self.streams.values()):
             stream.end("dropped", abort=True)
         if self._offload is not None:
-            self._offload.close()
+            self._offload.close(self.pipeline.loop)
 
 
 @final
@@ -410,14 +409,13 @@ class Offload:
     Args:
         workers: how many threads.
         handler: the message function.
-        loop: the serve loop (the pool's socketpair is one of its sources).
+        loop: the serve loop (the pool's socketpair is one of its sources, until :meth:`close`).
     """
 
-    __slots__ = ("_done", "_handler", "_jobs", "_lock", "_pair", "_threads", "loop")
+    __slots__ = ("_done", "_handler", "_jobs", "_lock", "_pair", "_threads")
 
     def __init__(self, workers: int, handler: Callable[[bytes], bytes | None], loop: Loop) -> None:
         self._handler = handler
-        self.loop = loop
         self._jobs: queue.SimpleQueue[tuple[MessageProtocol, bytes] | None] = queue.SimpleQueue()
         self._done: collections.deque[tuple[MessageProtocol, bytes | None, BaseException | None]] = collections.deque()
         self._lock = threading.Lock()
@@ -432,7 +430,7 @@ class Offload:
                 thread.start()
                 self._threads.append(thread)
         except BaseException:
-            self.close()
+            self.close(loop)
             raise
 
     def submit(self, proto: MessageProtocol, message: bytes) -> None:
@@ -470,14 +468,14 @@ class Offload:
             if isinstance(stream, _Stream):
                 stream.answer(proto, reply, exc)
 
-    def close(self) -> None:
-        """Stop the threads once they are done with what they have; close the socketpair."""
+    def close(self, loop: Loop) -> None:
+        """Stop the threads once they are done with what they have; close the socketpair, a source of *loop*."""
         for _ in self._threads:
             self._jobs.put(None)
         for thread in self._threads:
             thread.join()
         self._threads.clear()
-        self.loop.unwatch(self._pair[0].fileno())
+        loop.unwatch(self._pair[0].fileno())
         for sock in self._pair:
             sock.close()
 
