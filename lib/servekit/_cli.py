@@ -319,7 +319,7 @@ def _serve_workers(
     try:
         if scraped is not None:
             _serve_in_thread(scraped)
-        return supervisor.run(ready)
+        return supervisor.run(ready, stopping=lambda: _tell("STOPPING=1"), tick=_watchdog())
     finally:
         if scraped is not None:
             scraped.close()

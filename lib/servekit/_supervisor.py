@@ -61,6 +61,8 @@ log: Final = logging.getLogger("servekit.supervisor")
 EARLY_EXIT: Final = 1.0
 #: After this many early exits in a row the supervisor gives up.
 EARLY_EXITS: Final = 5
+#: At most this many seconds between two calls of :meth:`Supervisor.run`'s *tick*.
+TICK: Final = 0.5
 #: Seconds a worker has to answer a request for its counters.
 STATS_TIMEOUT: Final = 2.0
 #: What the supervisor handles.
@@ -117,14 +119,24 @@ class Supervisor(Generic[_ReqT, _AddrT]):
         self.stopping = False
         self.failed = False
         self._early = 0
+        self._stopping: Callable[[], object] | None = None
 
     # -- the parent -------------------------------------------------------------------------
 
-    def run(self, ready: Callable[[], object] | None = None) -> int:
+    def run(
+        self,
+        ready: Callable[[], object] | None = None,
+        *,
+        stopping: Callable[[], object] | None = None,
+        tick: Callable[[], object] | None = None,
+    ) -> int:
         """Start the workers and keep them until SIGTERM/SIGINT; the exit status (0, or 1 if they could not start).
 
-        *ready* is called once the first workers are started.
+        *ready* is called once the first workers are started, *stopping* when
+        a SIGTERM or SIGINT begins the stop, *tick* (a service manager's
+        watchdog, say) at least every :data:`TICK` seconds until the end.
         """
+        self._stopping = stopping
         self._signals = SignalWait(_SIGNALS)
         try:
             with self._signals:
@@ -133,7 +145,9 @@ class Supervisor(Generic[_ReqT, _AddrT]):
                 if ready is not None:
                     ready()
                 while self._reap():
-                    for sig in self._signals.wait():
+                    if tick is not None:
+                        tick()
+                    for sig in self._signals.wait(None if tick is None else TICK):
                         if sig == signal.SIGHUP:
                             self._reload()
                         elif sig != signal.SIGCHLD:
@@ -180,6 +194,8 @@ class Supervisor(Generic[_ReqT, _AddrT]):
     def _stop(self, sig: signal.Signals) -> None:
         if not self.stopping:
             log.info("%s: stopping %d workers", sig.name, len(self.workers))
+            if self._stopping is not None:
+                self._stopping()
             self._stop_all()
 
     def _stop_all(self) -> None:

@@ -202,9 +202,11 @@ def test_an_inherited_socket_by_fd() -> None:
 
 
 @pytest.mark.skipif(shutil.which("systemd-socket-activate") is None and not os.environ.get("CI"), reason="no systemd-socket-activate")
-def test_socket_activation_through_systemd_socket_activate(tmp_path: Path) -> None:
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_socket_activation_through_systemd_socket_activate(tmp_path: Path, workers: str) -> None:
     """``systemd-socket-activate`` listens and starts the runner with the socket as fd 3; the runner
-    tells the test's notify socket READY=1 once it serves and STOPPING=1 when SIGTERM comes."""
+    (or with --workers 2 its supervisor) tells the test's notify socket READY=1 once it serves, pings
+    the watchdog (WATCHDOG_USEC) while it does, and says STOPPING=1 when SIGTERM comes."""
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
@@ -216,7 +218,8 @@ def test_socket_activation_through_systemd_socket_activate(tmp_path: Path) -> No
         notify.settimeout(TIMEOUT)
         proc = subprocess.Popen(
             [activator, "-l", f"127.0.0.1:{port}", "-E", f"NOTIFY_SOCKET={notify_path}", "-E", "PYTHONPATH",
-             sys.executable, "-m", "servekit", "examples.whoami:handler", "--bind", "fd://3"],
+             "-E", "WATCHDOG_USEC=400000",
+             sys.executable, "-m", "servekit", "examples.whoami:handler", "--bind", "fd://3", "--workers", workers],
             cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
             env={**os.environ, "SYSTEMD_LOG_TARGET": "console"},
         )  # fmt: skip
@@ -227,9 +230,16 @@ def test_socket_activation_through_systemd_socket_activate(tmp_path: Path) -> No
             with socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT) as sock:  # starts the runner
                 assert recv_line(sock) == b"127.0.0.1 %d\n" % sock.getsockname()[1]
             told = notify.recv(4096).decode().splitlines()
-            assert "READY=1" in told and any(item.startswith("STATUS=serving on 127.0.0.1:") for item in told), told
+            while "READY=1" not in told:  # (a first watchdog ping may come before)
+                told += notify.recv(4096).decode().splitlines()
+            assert any(item.startswith("STATUS=") for item in told), told
+            pings = 0
+            while pings < 2:  # (bounded: each recv by TIMEOUT)
+                pings += notify.recv(4096) == b"WATCHDOG=1"
             proc.send_signal(signal.SIGTERM)
-            assert notify.recv(4096) == b"STOPPING=1"
+            while (said := notify.recv(4096)) == b"WATCHDOG=1":
+                pass
+            assert said == b"STOPPING=1"
             _, err = proc.communicate(timeout=TIMEOUT)
             assert proc.returncode == 0, err
         finally:
