@@ -7,16 +7,37 @@ import os
 import shutil
 import signal
 import socket
+import subprocess
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
 #: The bound on every wait in the tests, in seconds.  Never a sleep: only a limit.
 TIMEOUT = 10.0
+
+
+@pytest.fixture(scope="session")
+def make_certificate(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], tuple[Path, Path]]:
+    """Make a self-signed certificate with ``openssl`` for localhost and 127.0.0.1, by common name: its (cert, key) files."""
+    openssl = shutil.which("openssl")
+    assert openssl is not None, "openssl is missing"
+    directory = tmp_path_factory.mktemp("certificates")
+
+    def make(name: str) -> tuple[Path, Path]:
+        cert, key = directory / f"{name}.pem", directory / f"{name}.key"
+        if not cert.exists():
+            subprocess.run(
+                [openssl, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(cert),
+                 "-days", "1", "-subj", f"/CN={name}", "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"],
+                check=True, capture_output=True, timeout=60,
+            )  # fmt: skip
+        return cert, key
+
+    return make
 
 
 def _has_ipv6_loopback() -> bool:

@@ -244,9 +244,8 @@ def _check_tls(spec: Server[_ReqT, _AddrT]) -> None:
             "gate= cannot be used with a TLS transport: a gate peeks at the connection's first bytes, "
             "which are the TLS handshake's, not a request (bound the handshake with tls(..., handshake_timeout=))"
         )
-    for name in ("proxy", "deadlines"):
-        if getattr(spec, name) is not None:
-            raise TypeError(f"{name}= with a TLS transport is not available yet")
+    if spec.deadlines is not None:
+        raise TypeError("deadlines= with a TLS transport is not available yet")
 
 
 def _stream_only(spec: Server[_ReqT, _AddrT], where: str) -> None:

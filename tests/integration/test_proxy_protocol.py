@@ -13,10 +13,12 @@ import os
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -117,7 +119,12 @@ def _server_state(stats_socket: str) -> str:
 
 @pytest.mark.skipif(shutil.which("haproxy") is None and not os.environ.get("CI"), reason="no haproxy")
 @pytest.mark.parametrize("version", ["v1", "v2"])
-def test_behind_haproxy_health_checks_pass_and_whoami_sees_the_real_client(tmp_path: Path, version: str) -> None:
+@pytest.mark.parametrize("encrypted", [False, True], ids=["tcp", "tls"])
+def test_behind_haproxy_health_checks_pass_and_whoami_sees_the_real_client(
+    tmp_path: Path, version: str, encrypted: bool, make_certificate: Callable[[str], tuple[Path, Path]]
+) -> None:
+    """HAProxy in TCP mode; with *encrypted*, the client's TLS passes through it to a server with
+    ``--tls-cert`` (the PROXY header comes first, in cleartext, then the client's handshake)."""
     haproxy = shutil.which("haproxy")
     assert haproxy is not None, "haproxy is missing (Debian's haproxy package; .ci/run installs it)"
     backend, frontend = _free_port(), _free_port()
@@ -139,9 +146,11 @@ backend whoami
     server one 127.0.0.1:{backend} {send} check check-send-proxy inter 200ms fall 2 rise 1
 """
     )
+    cert, key = make_certificate("localhost")
+    certificates = ["--tls-cert", str(cert), "--tls-key", str(key)] if encrypted else []
     app = subprocess.Popen(
         [sys.executable, "-m", "servekit", "examples.whoami:handler", "--bind", f"tcp://127.0.0.1:{backend}",
-         "--proxy-protocol", version],
+         "--proxy-protocol", version, *certificates],
         cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True,
     )  # fmt: skip
     proxy = None
@@ -160,7 +169,13 @@ backend whoami
             pause.wait(0.05)
         assert state == "UP", state
         with socket.create_connection(("127.0.0.1", frontend), timeout=TIMEOUT) as client:
-            assert recv_line(client) == b"127.0.0.1 %d\n" % client.getsockname()[1]
+            port = client.getsockname()[1]
+            if encrypted:
+                context = ssl.create_default_context(cafile=str(cert))
+                with context.wrap_socket(client, server_hostname="localhost") as secure:
+                    assert recv_line(secure) == b"127.0.0.1 %d\n" % port
+            else:
+                assert recv_line(client) == b"127.0.0.1 %d\n" % port
         app.send_signal(signal.SIGTERM)
         _, err = app.communicate(timeout=TIMEOUT)
         assert app.returncode == 0, err

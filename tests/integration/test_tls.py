@@ -3,7 +3,8 @@
 The handshake runs in the worker under a total deadline, never on the serve
 loop: 100 silent clients delay no one; a failed or late handshake is a
 ``StageFailed`` event of the ``"tls"`` stage; SNI and ALPN are told;
-certificates are read again without a restart.
+certificates are read again without a restart; a PROXY header before the
+handshake is read on the loop.
 """
 
 from __future__ import annotations
@@ -15,36 +16,29 @@ import ssl
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from servekit import Address, StageFailed, StreamConnection, first_line, server, tcp, threaded
+from servekit import Address, IPAddress, StageFailed, StreamConnection, first_line, server, tcp, threaded
 from servekit.framing import lines
+from servekit.proxy import ProxyProtocol
 from servekit.testing import EventLog, recv_line, serving
 from servekit.tls import TLSInfo, info, tls
 
 ROOT = Path(__file__).resolve().parents[2]
 TIMEOUT = 10.0
-
-
-def _certificate(directory: Path, name: str) -> tuple[Path, Path]:
-    """A self-signed certificate for localhost and 127.0.0.1, common name *name*: (cert, key) files."""
-    openssl = shutil.which("openssl")
-    assert openssl is not None, "openssl is missing"
-    cert, key = directory / f"{name}.pem", directory / f"{name}.key"
-    subprocess.run(
-        [openssl, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(cert),
-         "-days", "1", "-subj", f"/CN={name}", "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"],
-        check=True, capture_output=True, timeout=60,
-    )  # fmt: skip
-    return cert, key
+#: A PROXY v2 header: TCP over IPv4, from 203.0.113.7:4242 to 10.0.0.1:443.
+V2_TCP4 = (
+    b"\r\n\r\n\x00\r\nQUIT\n" + b"\x21\x11\x00\x0c" + socket.inet_aton("203.0.113.7") + socket.inet_aton("10.0.0.1")
+    + (4242).to_bytes(2, "big") + (443).to_bytes(2, "big")
+)  # fmt: skip
 
 
 @pytest.fixture(scope="module")
-def certs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Path, Path]]:
-    directory = tmp_path_factory.mktemp("certs")
-    return {name: _certificate(directory, name) for name in ("first", "second")}
+def certs(make_certificate: Callable[[str], tuple[Path, Path]]) -> dict[str, tuple[Path, Path]]:
+    return {name: make_certificate(name) for name in ("first", "second")}
 
 
 def _client(cert: Path, alpn: tuple[str, ...] = ()) -> ssl.SSLContext:
@@ -145,6 +139,35 @@ def test_reload_reads_the_certificate_files_again(certs: dict[str, tuple[Path, P
         assert _ask(bound.address, _client(second[0]))[0] == b"hello\n"  # trusts only the second now
         with pytest.raises(ssl.SSLCertVerificationError):
             _ask(bound.address, _client(first[0]))
+
+
+def test_a_proxy_header_before_the_handshake_gives_the_handler_the_real_client(
+    certs: dict[str, tuple[Path, Path]],
+) -> None:
+    """TLS behind a TCP balancer that sends a PROXY header: the header (cleartext, before the
+    ClientHello) is read on the loop, the handshake in the worker; the handler sees the real client."""
+    cert, key = certs["first"]
+    spec = server(tls(tcp("127.0.0.1", 0), cert=cert, key=key), whoami_line, proxy=ProxyProtocol())
+    with serving(spec.bind()) as bound:
+        for header, said in (
+            (b"PROXY TCP4 198.51.100.2 10.0.0.1 5555 443\r\n", b"198.51.100.2 5555 hello\n"),
+            (V2_TCP4, b"203.0.113.7 4242 hello\n"),
+        ):
+            with socket.create_connection(bound.address, timeout=TIMEOUT) as raw:
+                raw.sendall(header)
+                with _client(cert).wrap_socket(raw, server_hostname="localhost") as sock:
+                    sock.sendall(b"hello\n")
+                    assert recv_line(sock) == said
+        with socket.create_connection(bound.address, timeout=TIMEOUT) as raw:  # a ClientHello, no header
+            with pytest.raises((ssl.SSLError, OSError)):
+                _client(cert).wrap_socket(raw, server_hostname="localhost").close()
+        assert bound.stats().rejected_by_reason == {"proxy": 1}
+
+
+def whoami_line(conn: StreamConnection[IPAddress]) -> None:
+    """Answer with the client's address and the line it sent."""
+    host, port = conn.client_address
+    conn.wfile.write(f"{host} {port} {conn.rfile.readline().decode().strip()}\n".encode())
 
 
 def test_what_does_not_work_over_tls_yet_is_refused(certs: dict[str, tuple[Path, Path]]) -> None:

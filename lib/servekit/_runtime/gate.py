@@ -40,6 +40,11 @@ _numbers: Final = itertools.count()
 #: How many bytes a stage peeks at, at least.
 _PEEK: Final = 65536
 _PEEK_FLAGS: Final = socket.MSG_PEEK | socket.MSG_DONTWAIT
+#: The socket's own recv: a TLS connection's socket is an ``ssl.SSLSocket``
+#: (before its handshake), whose ``recv`` decrypts and takes no flags; a
+#: take-stage (the PROXY header, sent before the handshake) reads the bytes
+#: under it.
+_recv: Final = socket.socket.recv
 
 
 def socket_of(request: object) -> socket.socket:
@@ -174,7 +179,7 @@ class Parking(Generic[_ReqT, _WhereT]):
             self._take(fd, entry, stage.take)
             return
         try:
-            data = sock.recv(max(_PEEK, entry.lowat), _PEEK_FLAGS)
+            data = _recv(sock, max(_PEEK, entry.lowat), _PEEK_FLAGS)
         except (BlockingIOError, InterruptedError):
             return
         except OSError:
@@ -200,7 +205,7 @@ class Parking(Generic[_ReqT, _WhereT]):
         sock = entry.sock
         name = self._stages[entry.index].name
         try:
-            data = sock.recv(_PEEK, _PEEK_FLAGS)
+            data = _recv(sock, _PEEK, _PEEK_FLAGS)
         except (BlockingIOError, InterruptedError):
             return
         except OSError:
@@ -211,11 +216,11 @@ class Parking(Generic[_ReqT, _WhereT]):
             header = entry.header + data
             length = take(header, entry.request)
             if length is None:  # all of it is header: taken off the socket, so that it is not seen again
-                sock.recv(len(data), socket.MSG_DONTWAIT)
+                _recv(sock, len(data), socket.MSG_DONTWAIT)
                 entry.header = header
                 return
             rest = length - len(entry.header)
-            if rest > 0 and len(sock.recv(rest, socket.MSG_DONTWAIT)) != rest:  # (peeked: it is there)
+            if rest > 0 and len(_recv(sock, rest, socket.MSG_DONTWAIT)) != rest:  # (peeked: it is there)
                 raise ValueError("the header could not be taken off the socket")
         except (ValueError, OSError):
             self._unpark(fd, entry)
