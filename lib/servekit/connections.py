@@ -207,6 +207,11 @@ def _readdress(request: object, client_address: object) -> None:
         request._address = client_address
 
 
+def _socket_of(request: object) -> socket.socket | None:
+    """A stream connection's socket, without the ``socket`` property's side effects (deadlines); else ``None``."""
+    return request._socket if isinstance(request, StreamConnection) else None
+
+
 def _traffic(request: object) -> tuple[int | None, int | None]:
     """Bytes in and out of *request* where they were counted (a connection with deadlines), else ``None``."""
     # (This module's own class: its clock is not private to this function.)

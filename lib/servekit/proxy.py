@@ -55,6 +55,11 @@ registered ones are decoded too: ALPN, AUTHORITY (the TLS SNI), UNIQUE_ID,
 NETNS, the SSL block with its sub-TLVs, and CRC32C, which is *verified*
 (CRC-32C, Castagnoli, computed here): a header whose checksum does not match
 is refused.  Standard library only.
+
+A server reads the header with :class:`ProxyProtocol` (``server(...,
+proxy=ProxyProtocol())``); its handler finds the client's address in
+``conn.client_address`` and the whole header -- TLVs and all -- with
+:func:`header`.
 """
 
 from __future__ import annotations
@@ -63,11 +68,12 @@ import functools
 import ipaddress
 import os
 import socket
+import weakref
 from collections.abc import Iterable
 from typing import Final, Literal, NamedTuple, TypeAlias, final
 
 from ._types import Address
-from .connections import _readdress
+from .connections import StreamConnection, _readdress, _socket_of
 
 __all__ = (
     "DEFAULT_MAX_LENGTH",
@@ -82,6 +88,7 @@ __all__ = (
     "SSLInfo",
     "Transport",
     "Version",
+    "header",
     "parse",
 )
 
@@ -814,8 +821,26 @@ class ProxyProtocol:
             return None
         if header.source is not None:
             _readdress(request, header.source)
+        sock = _socket_of(request)
+        if sock is not None:
+            _headers[sock] = header
         return header.header_length
 
     def __repr__(self) -> str:
         trusted = None if self.trusted is None else tuple(str(network) for network in self.trusted)
         return f"ProxyProtocol(versions={self.parser.versions!r}, trusted={trusted!r}, timeout={self.timeout!r})"
+
+
+#: The header each connection came with, by its socket (an entry goes with its socket).
+_headers: Final[weakref.WeakKeyDictionary[socket.socket, ProxyHeader]] = weakref.WeakKeyDictionary()
+
+
+def header(conn: StreamConnection[object]) -> ProxyHeader | None:
+    """The PROXY header *conn* came with: its version, command, addresses and v2 TLVs (ALPN, authority, SSL, ...).
+
+    ``None`` for a connection of a server without :class:`ProxyProtocol`.  A
+    ``LOCAL`` header (a health check) is told too, though the connection keeps
+    its own address.
+    """
+    sock = _socket_of(conn)
+    return None if sock is None else _headers.get(sock)

@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 
 from servekit import IPAddress, Rejected, StreamConnection, server, tcp
-from servekit.proxy import ProxyProtocol
+from servekit.proxy import ProxyHeader, ProxyProtocol, header
 from servekit.testing import EventLog, recv_line, serving
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -58,6 +58,34 @@ def test_v1_and_v2_headers_give_the_handler_the_real_client_split_or_whole() -> 
         with socket.create_connection(bound.address, timeout=TIMEOUT) as sock:  # LOCAL: the connection's own
             sock.sendall(V2_LOCAL + b"local\n")
             assert recv_line(sock) == b"127.0.0.1 %d local\n" % sock.getsockname()[1]
+
+
+def _v2_with_tlvs(*tlvs: tuple[int, bytes]) -> bytes:
+    """A v2 PROXY header, TCP over IPv4 from 203.0.113.7:4242 to 10.0.0.1:443, with *tlvs* (type, value)."""
+    body = socket.inet_aton("203.0.113.7") + socket.inet_aton("10.0.0.1") + (4242).to_bytes(2, "big") + (443).to_bytes(2, "big")
+    body += b"".join(bytes([kind]) + len(value).to_bytes(2, "big") + value for kind, value in tlvs)
+    return b"\r\n\r\n\x00\r\nQUIT\n" + b"\x21\x11" + len(body).to_bytes(2, "big") + body
+
+
+def test_the_handler_reads_the_whole_header_with_its_tlvs() -> None:
+    headers: list[ProxyHeader | None] = []
+
+    def told(conn: StreamConnection[IPAddress]) -> None:
+        headers.append(header(conn))
+        whoami(conn)
+
+    with serving(server(tcp("127.0.0.1", 0), told, proxy=ProxyProtocol()).bind()) as bound:
+        assert _send(bound.address, _v2_with_tlvs((0x01, b"h2"), (0x02, b"example.org")) + b"a\n") == b"203.0.113.7 4242 a\n"
+        assert _send(bound.address, b"PROXY TCP4 198.51.100.2 10.0.0.1 5555 80\r\nb\n") == b"198.51.100.2 5555 b\n"
+        assert _send(bound.address, V2_LOCAL + b"c\n").endswith(b" c\n")
+    with serving(server(tcp("127.0.0.1", 0), told).bind()) as bound:
+        assert _send(bound.address, b"d\n").endswith(b" d\n")
+    first, second, third, fourth = headers
+    assert first is not None and first.version == 2 and first.alpn == b"h2" and first.authority == "example.org"
+    assert [kind for kind, _ in first.tlvs] == [0x01, 0x02]
+    assert second is not None and second.version == 1 and second.tlvs == () and second.source == ("198.51.100.2", 5555)
+    assert third is not None and third.command == "LOCAL" and third.source is None
+    assert fourth is None
 
 
 def test_no_valid_header_an_untrusted_peer_and_a_late_header_are_refused_and_counted() -> None:
