@@ -44,8 +44,11 @@ def run(
     thread of its own), and on the first of *signals* drains
     (:meth:`Bound.drain`), logs the report on the ``servekit.server`` logger
     and closes the server.  A second signal during the drain stops at once:
-    every connection left is cut and the server closed without waiting.  The
-    signal handlers are restored on return.  *stopping* is called with the
+    every connection left is cut and the server closed without waiting.  A
+    signal is acted on in this thread's own loop, not in a signal handler,
+    whichever thread of the process the kernel gave it to
+    (:func:`signal.set_wakeup_fd` wakes the loop); the signal handlers and
+    the wake-up fd are restored on return.  *stopping* is called with the
     bound handle when the drain begins (a service manager told: systemd's
     ``STOPPING=1``, say).
 
