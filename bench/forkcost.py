@@ -10,11 +10,14 @@ children, not a rate::
 
     per request = (after - before) / requests
 
-The variants alternate, in reverse order every second round, so a drift of
-the machine favours none.  The summary gives each variant's medians over the
-rounds and its ratio to the standard library: the median of each round's own
-ratio (the two measured seconds apart, where the machine's CPU time per
-request drifts by a quarter over a minute here), with the rounds' ratios.  ``--lib PATH`` adds a variant that imports
+Every variant's server runs from the start (idle while another is
+measured); a round measures a short stretch of each in turn, in reverse
+order every second round, so a drift of the machine favours none and moves
+the figures of one round together.  The summary gives each variant's medians
+over the rounds and its ratio to the standard library: the median of each
+round's own ratio (the stretches a second or two apart, where the machine's
+CPU time per request drifts by a quarter over a minute here), with the
+rounds' ratios.  ``--lib PATH`` adds a variant that imports
 ``servekit`` from another checkout's ``lib/`` (to compare with an earlier
 commit: ``git worktree add /tmp/old <commit>`` then ``--lib /tmp/old/lib``).
 """
@@ -22,6 +25,7 @@ commit: ``git worktree add /tmp/old <commit>`` then ``--lib /tmp/old/lib``).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import signal
 import socket
@@ -29,7 +33,7 @@ import statistics
 import subprocess
 import sys
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 #: The server process: argv[1] is "stdlib" or "classic"; prints its port,
 #: then a line of figures at every SIGUSR1; stops on SIGTERM.
@@ -55,23 +59,22 @@ def report(signum, frame):
 signal.signal(signal.SIGUSR1, report)
 signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(0))
 print(server.server_address[1], flush=True)
-server.serve_forever(0.5)
+server.serve_forever(float(sys.argv[2]))
 """
 
 #: How long any one step may take, in seconds.
 TIMEOUT = 30.0
 
 
-def _requests(port: int, count: int) -> None:
-    for _ in range(count):
-        with socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT) as client:
-            client.sendall(b"x" * 31 + b"\n")
-            answer = b""
-            while not answer.endswith(b"\n"):
-                chunk = client.recv(64)
-                if not chunk:
-                    raise ConnectionError("the server closed the connection before its answer")
-                answer += chunk
+def _request(port: int) -> None:
+    with socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT) as client:
+        client.sendall(b"x" * 31 + b"\n")
+        answer = b""
+        while not answer.endswith(b"\n"):
+            chunk = client.recv(64)
+            if not chunk:
+                raise ConnectionError("the server closed the connection before its answer")
+            answer += chunk
 
 
 def _figures(proc: subprocess.Popen[str]) -> list[float]:
@@ -80,33 +83,46 @@ def _figures(proc: subprocess.Popen[str]) -> list[float]:
     return [float(field) for field in proc.stdout.readline().split()]
 
 
-def _settled(proc: subprocess.Popen[str], seconds: float = 0.3) -> list[float]:
-    """The server's figures once its last children have been reaped (it reaps at each wake-up)."""
-    threading.Event().wait(seconds)  # (a pause between phases, not a synchronisation)
-    return _figures(proc)
+#: The servers' poll interval (``serve_forever(POLL)``), in seconds.
+POLL = 0.5
 
 
-def measure(variant: str, lib: str | None, requests: int, warm_up: int) -> tuple[float, float, float, float]:
-    """Parent CPU µs, children CPU µs, parent faults, children faults, per request."""
+@contextlib.contextmanager
+def _server(variant: str, lib: str | None) -> Iterator[tuple[subprocess.Popen[str], int]]:
+    """A forking echo server of *variant* (pinned to CPU 0), and its port."""
     env = dict(os.environ)
     if lib is not None:
         env["PYTHONPATH"] = os.pathsep.join([lib, *filter(None, [env.get("PYTHONPATH")])])
     pin = ["taskset", "-c", "0"] if (os.cpu_count() or 1) >= 2 and _has("taskset") else []
     with subprocess.Popen(
-        [*pin, sys.executable, "-c", _SERVER, variant], stdout=subprocess.PIPE, text=True, env=env
+        [*pin, sys.executable, "-c", _SERVER, variant, str(POLL)], stdout=subprocess.PIPE, text=True, env=env
     ) as proc:
         try:
             assert proc.stdout is not None
-            port = int(proc.stdout.readline())
-            _requests(port, warm_up)
-            before = _settled(proc)
-            _requests(port, requests)
-            after = _settled(proc)
+            yield proc, int(proc.stdout.readline())
         finally:
             proc.terminate()
             proc.wait(TIMEOUT)
-    parent_cpu, child_cpu, parent_faults, child_faults = ((b - a) / requests for a, b in zip(before, after))
-    return parent_cpu * 1e6, child_cpu * 1e6, parent_faults, child_faults
+
+
+def measure(servers: Sequence[tuple[subprocess.Popen[str], int]], requests: int) -> list[list[float]]:
+    """Each server's parent CPU µs, children CPU µs, parent faults, children faults, per request.
+
+    The servers take turns request by request (the first one first in every
+    second turn), so that they are measured over the same seconds.
+    """
+    befores = [_figures(proc) for proc, _ in servers]
+    order = [port for _, port in servers]
+    for turn in range(requests):
+        for port in order if turn % 2 == 0 else order[::-1]:
+            _request(port)
+    threading.Event().wait(POLL + 0.1)  # (a pause until every child is reaped, not a synchronisation)
+    figures = []
+    for (proc, _), before in zip(servers, befores):
+        after = _figures(proc)
+        parent_cpu, child_cpu, parent_faults, child_faults = ((b - a) / requests for a, b in zip(before, after))
+        figures.append([parent_cpu * 1e6, child_cpu * 1e6, parent_faults, child_faults])
+    return figures
 
 
 def _has(tool: str) -> bool:
@@ -118,8 +134,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         prog="python -m bench.forkcost",
         description="CPU time and page faults per request of a fork-per-request server, parent and children.",
     )
-    parser.add_argument("--requests", type=int, default=1500, help="measured requests per variant and round")
-    parser.add_argument("--rounds", type=int, default=4, help="rounds (default 4)")
+    parser.add_argument("--requests", type=int, default=300, help="measured requests per variant and round")
+    parser.add_argument("--rounds", type=int, default=16, help="rounds (default 16)")
     parser.add_argument("--lib", action="append", default=[], help="another checkout's lib/ (repeatable)")
     args = parser.parse_args(argv)
     if args.requests < 1 or args.rounds < 1:
@@ -128,20 +144,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     variants += [("classic", lib) for lib in args.lib]
     totals: dict[int, list[float]] = {k: [] for k in range(len(variants))}
     faults: dict[int, list[tuple[float, float]]] = {k: [] for k in range(len(variants))}
-    warm_up = min(200, args.requests)
-    for round_ in range(args.rounds):
-        order = list(range(len(variants)))
-        for k in order if round_ % 2 == 0 else order[::-1]:
-            name, lib = variants[k]
-            parent, child, parent_faults, child_faults = measure(name, lib, args.requests, warm_up)
-            totals[k].append(parent + child)
-            faults[k].append((parent_faults, child_faults))
-            label = name if lib is None else f"{name} ({lib})"
-            print(
-                f"{label:40} parent {parent:7.1f} µs  children {child:7.1f} µs  total {parent + child:7.1f} µs"
-                f"  faults: parent {parent_faults:6.1f}  children {child_faults:6.1f}",
-                flush=True,
-            )
+    with contextlib.ExitStack() as stack:
+        # Every server runs (idle) from the start: a round measures one
+        # short stretch of each, seconds apart, so that the machine's drift
+        # moves the figures of a round together.
+        servers = [stack.enter_context(_server(name, lib)) for name, lib in variants]
+        for _, port in servers:
+            for _ in range(min(200, args.requests)):  # warm up
+                _request(port)
+        threading.Event().wait(POLL + 0.1)
+        for _ in range(args.rounds):
+            for k, (parent, child, parent_faults, child_faults) in enumerate(measure(servers, args.requests)):
+                totals[k].append(parent + child)
+                faults[k].append((parent_faults, child_faults))
+                name, lib = variants[k]
+                label = name if lib is None else f"{name} ({lib})"
+                print(
+                    f"{label:40} parent {parent:7.1f} µs  children {child:7.1f} µs  total {parent + child:7.1f} µs"
+                    f"  faults: parent {parent_faults:6.1f}  children {child_faults:6.1f}",
+                    flush=True,
+                )
     print("median total CPU per request; page faults parent, children; ratio to stdlib [each round's]:")
     for k, (name, lib) in enumerate(variants):
         ratios = [mine / base for mine, base in zip(totals[k], totals[0])]
