@@ -10,14 +10,15 @@ children, not a rate::
 
     per request = (after - before) / requests
 
-Every variant's server runs from the start (idle while another is
-measured); a round measures a short stretch of each in turn, in reverse
-order every second round, so a drift of the machine favours none and moves
-the figures of one round together.  The summary gives each variant's medians
-over the rounds and its ratio to the standard library: the median of each
-round's own ratio (the stretches a second or two apart, where the machine's
-CPU time per request drifts by a quarter over a minute here), with the
-rounds' ratios.  ``--lib PATH`` adds a variant that imports
+Every variant's server runs from the start, and in a round they take turns
+request by request (the first one first every second turn), so all are
+measured over the same seconds: the machine's drift (its CPU time per
+request moves by a quarter over a minute here) moves the figures of a round
+together.  The summary gives each variant's medians over the rounds and its
+ratio to the standard library: the median of the rounds' own ratios, with
+each round's.  servekit's ``.pyc`` files are written first, as ``pip
+install`` does (compiled at each start, servekit would hold megabytes more,
+copied at every fork).  ``--lib PATH`` adds a variant that imports
 ``servekit`` from another checkout's ``lib/`` (to compare with an earlier
 commit: ``git worktree add /tmp/old <commit>`` then ``--lib /tmp/old/lib``).
 """
@@ -26,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib.util
 import os
 import signal
 import socket
@@ -34,6 +36,8 @@ import subprocess
 import sys
 import threading
 from collections.abc import Iterator, Sequence
+
+from bench.importcost import precompile
 
 #: The server process: argv[1] is "stdlib" or "classic"; prints its port,
 #: then a line of figures at every SIGUSR1; stops on SIGTERM.
@@ -140,6 +144,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.requests < 1 or args.rounds < 1:
         parser.error(f"--requests and --rounds must be at least 1, not {args.requests} and {args.rounds}")
+    spec = importlib.util.find_spec("servekit")
+    if spec is None or spec.origin is None:
+        parser.error("servekit is not importable here: install it (pip install -e .) or set PYTHONPATH=lib")
+    # Without .pyc files each server would compile servekit at start-up and
+    # hold that much more memory, copied at every fork.
+    precompile(spec.origin)
+    for lib in args.lib:
+        precompile(os.path.join(lib, "servekit", "__init__.py"))
     variants: list[tuple[str, str | None]] = [("stdlib", None), ("classic", None)]
     variants += [("classic", lib) for lib in args.lib]
     totals: dict[int, list[float]] = {k: [] for k in range(len(variants))}
