@@ -140,10 +140,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--requests", type=int, default=300, help="measured requests per variant and round")
     parser.add_argument("--rounds", type=int, default=16, help="rounds (default 16)")
+    parser.add_argument("--starts", type=int, default=4, help="new server processes this many times (default 4, at most --rounds)")
     parser.add_argument("--lib", action="append", default=[], help="another checkout's lib/ (repeatable)")
     args = parser.parse_args(argv)
-    if args.requests < 1 or args.rounds < 1:
-        parser.error(f"--requests and --rounds must be at least 1, not {args.requests} and {args.rounds}")
+    if args.requests < 1 or args.rounds < 1 or args.starts < 1:
+        parser.error(
+            f"--requests, --rounds and --starts must be at least 1,"
+            f" not {args.requests}, {args.rounds} and {args.starts}"
+        )
+    starts = min(args.starts, args.rounds)
     spec = importlib.util.find_spec("servekit")
     if spec is None or spec.origin is None:
         parser.error("servekit is not importable here: install it (pip install -e .) or set PYTHONPATH=lib")
@@ -156,26 +161,31 @@ def main(argv: Sequence[str] | None = None) -> int:
     variants += [("classic", lib) for lib in args.lib]
     totals: dict[int, list[float]] = {k: [] for k in range(len(variants))}
     faults: dict[int, list[tuple[float, float]]] = {k: [] for k in range(len(variants))}
-    with contextlib.ExitStack() as stack:
-        # Every server runs (idle) from the start: a round measures one
-        # short stretch of each, seconds apart, so that the machine's drift
-        # moves the figures of a round together.
-        servers = [stack.enter_context(_server(name, lib)) for name, lib in variants]
-        for _, port in servers:
-            for _ in range(min(200, args.requests)):  # warm up
-                _request(port)
-        threading.Event().wait(POLL + 0.1)
-        for _ in range(args.rounds):
-            for k, (parent, child, parent_faults, child_faults) in enumerate(measure(servers, args.requests)):
-                totals[k].append(parent + child)
-                faults[k].append((parent_faults, child_faults))
-                name, lib = variants[k]
-                label = name if lib is None else f"{name} ({lib})"
-                print(
-                    f"{label:40} parent {parent:7.1f} µs  children {child:7.1f} µs  total {parent + child:7.1f} µs"
-                    f"  faults: parent {parent_faults:6.1f}  children {child_faults:6.1f}",
-                    flush=True,
-                )
+    for start in range(starts):
+        # Each start is a new set of server processes: where the interpreter
+        # places its objects (and so how many pages a request writes) differs
+        # from one process to the next, by a few per cent of the cost.
+        rounds = args.rounds // starts + (start < args.rounds % starts)
+        with contextlib.ExitStack() as stack:
+            # Every server runs (idle) from the start: in a round they take
+            # turns request by request, measured over the same seconds.
+            servers = [stack.enter_context(_server(name, lib)) for name, lib in variants]
+            for _, port in servers:
+                for _ in range(min(200, args.requests)):  # warm up
+                    _request(port)
+            threading.Event().wait(POLL + 0.1)
+            for _ in range(rounds):
+                for k, (parent, child, parent_faults, child_faults) in enumerate(measure(servers, args.requests)):
+                    totals[k].append(parent + child)
+                    faults[k].append((parent_faults, child_faults))
+                    name, lib = variants[k]
+                    label = name if lib is None else f"{name} ({lib})"
+                    print(
+                        f"{label:40} parent {parent:7.1f} µs  children {child:7.1f} µs"
+                        f"  total {parent + child:7.1f} µs  faults: parent {parent_faults:6.1f}"
+                        f"  children {child_faults:6.1f}",
+                        flush=True,
+                    )
     print("median total CPU per request; page faults parent, children; ratio to stdlib [each round's]:")
     for k, (name, lib) in enumerate(variants):
         ratios = [mine / base for mine, base in zip(totals[k], totals[0])]

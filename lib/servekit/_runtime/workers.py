@@ -165,12 +165,9 @@ class ChildWorkers(Generic[_ReqT]):
     """
 
     __slots__ = (
-        "_close_inherited",
-        "_discard",
         "_flush",
         "_freeze",
         "_host",
-        "_run",
         "_pidfds",
         "_report",
         "block_on_close",
@@ -192,10 +189,6 @@ class ChildWorkers(Generic[_ReqT]):
         report_exits: bool = True,
     ) -> None:
         self._host = host
-        # Bound once: the child then looks nothing up on the host.
-        self._run = host.run
-        self._discard = host.discard
-        self._close_inherited = host.close_inherited
         self._report = report_exits
         self._flush = flush_stdio
         self._freeze = freeze_gc
@@ -208,17 +201,10 @@ class ChildWorkers(Generic[_ReqT]):
     def dispatch(self, request: _ReqT, /) -> None:
         if self._flush:
             _flush_stdio()
-        # What the child needs is read here, before the fork: a lookup the
-        # parent makes every time costs the child nothing, where one only
-        # the child makes writes (and copies) a page of the shared caches.
-        pidfds = self._pidfds
-        freeze = self._freeze
-        close_inherited = self._close_inherited
-        run = self._run
         pid = os.fork()
         if pid:
             self.pids.add(pid)
-            self._discard(request)
+            self._host.discard(request)
             return
         # The child: handle the request, then leave without returning.
         status = 1
@@ -226,14 +212,15 @@ class ChildWorkers(Generic[_ReqT]):
             # The parent's pidfds are not the child's: held here, a pidfd the
             # parent closes while its loop still waits on it would stay in
             # the loop's epoll set (it lives as long as any process holds it).
-            if pidfds:
-                for fd in pidfds.values():
+            if self._pidfds:
+                for fd in self._pidfds.values():
                     os.close(fd)
-                pidfds.clear()
-            if freeze:
+                self._pidfds.clear()
+            if self._freeze:
                 gc.freeze()
-            close_inherited()
-            run(request)
+            host = self._host
+            host.close_inherited()
+            host.run(request)
             status = 0
         finally:
             if self._flush:
