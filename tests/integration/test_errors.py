@@ -230,17 +230,47 @@ def _not_a_directory(tmp: Path) -> BindError:
     return _bind_failure(server(unix_stream(tmp / "file" / "sock"), print).bind)
 
 
+#: The user a root test process drops to in a child, so that port 1 is refused for real.
+NOBODY = 65534
+
+
 def _privileged_port(tmp: Path) -> BindError:
-    return _bind_failure(server(tcp("127.0.0.1", 1), print).bind)
+    """Binding port 1 refused (EACCES); as root, in a child that has become user nobody first."""
+    if os.geteuid() != 0:
+        return _bind_failure(server(tcp("127.0.0.1", 1), print).bind)
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: drop root, fail to bind, send the error back pickled
+        status = 1
+        try:
+            os.close(read)
+            os.setgroups([])
+            os.setgid(NOBODY)
+            os.setuid(NOBODY)
+            try:
+                server(tcp("127.0.0.1", 1), print).bind().close()
+            except BindError as exc:
+                os.write(write, pickle.dumps(exc))
+                status = 0
+        finally:
+            os._exit(status)
+    os.close(write)
+    with open(read, "rb") as pipe:
+        data = pipe.read()
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0, "the child running as nobody bound port 1, or failed otherwise"
+    error = pickle.loads(data)
+    assert isinstance(error, BindError)
+    return error
 
 
 def _privileged_ports_refused() -> bool:
-    """Whether binding port 1 fails with EACCES here: not for root, nor where the sysctl opens every port."""
+    """Whether binding port 1 fails with EACCES for an unprivileged user (not where the sysctl opens every port)."""
     try:
         first_free = int(Path("/proc/sys/net/ipv4/ip_unprivileged_port_start").read_text())
     except (OSError, ValueError):
         first_free = 1024
-    return os.geteuid() != 0 and first_free > 1
+    return first_free > 1
 
 
 class TestBindErrorsPickle:
@@ -257,7 +287,7 @@ class TestBindErrorsPickle:
                 PermissionError,
                 errno.EACCES,
                 marks=pytest.mark.skipif(
-                    not _privileged_ports_refused(), reason="this user may bind port 1: no EACCES to pickle"
+                    not _privileged_ports_refused(), reason="every user may bind port 1 here: no EACCES to pickle"
                 ),
             ),
         ],
