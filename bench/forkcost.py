@@ -39,8 +39,9 @@ from collections.abc import Iterator, Sequence
 
 from bench.importcost import precompile
 
-#: The server process: argv[1] is "stdlib" or "classic"; prints its port,
-#: then a line of figures at every SIGUSR1; stops on SIGTERM.
+#: The server process: argv[1] is "stdlib" or "classic", argv[2] the poll
+#: interval, argv[3] "tcp" or "udp"; prints its port, then a line of figures
+#: at every SIGUSR1; stops on SIGTERM.
 _SERVER = r"""
 import resource, signal, sys
 if sys.argv[1] == "stdlib":
@@ -52,7 +53,10 @@ def handle(self):
     for line in self.rfile:
         self.wfile.write(line)
 
-server = mod.ForkingTCPServer(("127.0.0.1", 0), type("Echo", (mod.StreamRequestHandler,), {"handle": handle}))
+if sys.argv[3] == "tcp":
+    server = mod.ForkingTCPServer(("127.0.0.1", 0), type("Echo", (mod.StreamRequestHandler,), {"handle": handle}))
+else:
+    server = mod.ForkingUDPServer(("127.0.0.1", 0), type("Echo", (mod.DatagramRequestHandler,), {"handle": handle}))
 
 def report(signum, frame):
     me = resource.getrusage(resource.RUSAGE_SELF)
@@ -70,7 +74,13 @@ server.serve_forever(float(sys.argv[2]))
 TIMEOUT = 30.0
 
 
-def _request(port: int) -> None:
+def _request(port: int, kind: str) -> None:
+    if kind == "udp":
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as client:
+            client.settimeout(TIMEOUT)
+            client.sendto(b"x" * 31 + b"\n", ("127.0.0.1", port))
+            client.recvfrom(64)
+        return
     with socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT) as client:
         client.sendall(b"x" * 31 + b"\n")
         answer = b""
@@ -92,14 +102,14 @@ POLL = 0.5
 
 
 @contextlib.contextmanager
-def _server(variant: str, lib: str | None) -> Iterator[tuple[subprocess.Popen[str], int]]:
-    """A forking echo server of *variant* (pinned to CPU 0), and its port."""
+def _server(variant: str, lib: str | None, kind: str) -> Iterator[tuple[subprocess.Popen[str], int]]:
+    """A forking echo server of *variant* and *kind* (pinned to CPU 0), and its port."""
     env = dict(os.environ)
     if lib is not None:
         env["PYTHONPATH"] = os.pathsep.join([lib, *filter(None, [env.get("PYTHONPATH")])])
     pin = ["taskset", "-c", "0"] if (os.cpu_count() or 1) >= 2 and _has("taskset") else []
     with subprocess.Popen(
-        [*pin, sys.executable, "-c", _SERVER, variant, str(POLL)], stdout=subprocess.PIPE, text=True, env=env
+        [*pin, sys.executable, "-c", _SERVER, variant, str(POLL), kind], stdout=subprocess.PIPE, text=True, env=env
     ) as proc:
         try:
             assert proc.stdout is not None
@@ -109,7 +119,7 @@ def _server(variant: str, lib: str | None) -> Iterator[tuple[subprocess.Popen[st
             proc.wait(TIMEOUT)
 
 
-def measure(servers: Sequence[tuple[subprocess.Popen[str], int]], requests: int) -> list[list[float]]:
+def measure(servers: Sequence[tuple[subprocess.Popen[str], int]], requests: int, kind: str) -> list[list[float]]:
     """Each server's parent CPU µs, children CPU µs, parent faults, children faults, per request.
 
     The servers take turns request by request (the first one first in every
@@ -119,7 +129,7 @@ def measure(servers: Sequence[tuple[subprocess.Popen[str], int]], requests: int)
     order = [port for _, port in servers]
     for turn in range(requests):
         for port in order if turn % 2 == 0 else order[::-1]:
-            _request(port)
+            _request(port, kind)
     threading.Event().wait(POLL + 0.1)  # (a pause until every child is reaped, not a synchronisation)
     figures = []
     for (proc, _), before in zip(servers, befores):
@@ -140,6 +150,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--requests", type=int, default=300, help="measured requests per variant and round")
     parser.add_argument("--rounds", type=int, default=16, help="rounds (default 16)")
+    parser.add_argument("--kind", choices=("tcp", "udp"), default="tcp", help="ForkingTCPServer (default) or ForkingUDPServer")
     parser.add_argument("--starts", type=int, default=4, help="new server processes this many times (default 4, at most --rounds)")
     parser.add_argument("--lib", action="append", default=[], help="another checkout's lib/ (repeatable)")
     args = parser.parse_args(argv)
@@ -169,13 +180,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         with contextlib.ExitStack() as stack:
             # Every server runs (idle) from the start: in a round they take
             # turns request by request, measured over the same seconds.
-            servers = [stack.enter_context(_server(name, lib)) for name, lib in variants]
+            servers = [stack.enter_context(_server(name, lib, args.kind)) for name, lib in variants]
             for _, port in servers:
                 for _ in range(min(200, args.requests)):  # warm up
-                    _request(port)
+                    _request(port, args.kind)
             threading.Event().wait(POLL + 0.1)
             for _ in range(rounds):
-                for k, (parent, child, parent_faults, child_faults) in enumerate(measure(servers, args.requests)):
+                for k, (parent, child, parent_faults, child_faults) in enumerate(measure(servers, args.requests, args.kind)):
                     totals[k].append(parent + child)
                     faults[k].append((parent_faults, child_faults))
                     name, lib = variants[k]

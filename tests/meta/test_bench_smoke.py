@@ -97,9 +97,10 @@ def test_instruction_counts() -> None:
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
-def test_fork_cost() -> None:
+@pytest.mark.parametrize("kind", ["tcp", "udp"])
+def test_fork_cost(kind: str) -> None:
     """``python -m bench.forkcost``: a few requests of each forking server, figures per request."""
-    proc = _run("bench.forkcost", "--requests", "5", "--rounds", "1")
+    proc = _run("bench.forkcost", "--requests", "5", "--rounds", "2", "--kind", kind)
     assert proc.returncode == 0, f"exit {proc.returncode}\n{proc.stderr[-4000:]}\n{proc.stdout[-2000:]}"
     for name in ("stdlib", "classic"):
         line = re.search(rf"^{name} +parent +([0-9.]+) µs +children +([0-9.]+) µs", proc.stdout, re.MULTILINE)
