@@ -1,8 +1,9 @@
 """``python -m bench.forkcost``: what one request costs a fork-per-request server, parent and child.
 
-A ``ForkingTCPServer`` echo (``StreamRequestHandler``) of the standard library
-and of ``servekit.classic`` runs pinned to CPU 0 (when there are two CPUs);
-one client on another CPU makes its connections one after another.  The
+A ``ForkingTCPServer`` echo (``StreamRequestHandler``; ``--kind udp``: a
+``ForkingUDPServer`` one) of the standard library and of
+``servekit.classic`` runs pinned to CPU 0 (when there are two CPUs); one
+client on another CPU makes its requests one after another.  The
 server reports its own ``getrusage`` and its reaped children's at two points
 (``SIGUSR1``), before and after the measured requests, so what is printed per
 request is exact CPU time and page-fault counts of the parent and of its
@@ -16,7 +17,9 @@ measured over the same seconds: the machine's drift (its CPU time per
 request moves by a quarter over a minute here) moves the figures of a round
 together.  The summary gives each variant's medians over the rounds and its
 ratio to the standard library: the median of the rounds' own ratios, with
-each round's.  servekit's ``.pyc`` files are written first, as ``pip
+each round's.  ``--starts`` starts fresh server processes that many times
+(where a process places its objects moves its page faults, and a ratio by a
+few per cent).  servekit's ``.pyc`` files are written first, as ``pip
 install`` does (compiled at each start, servekit would hold megabytes more,
 copied at every fork).  ``--lib PATH`` adds a variant that imports
 ``servekit`` from another checkout's ``lib/`` (to compare with an earlier
@@ -150,8 +153,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--requests", type=int, default=300, help="measured requests per variant and round")
     parser.add_argument("--rounds", type=int, default=16, help="rounds (default 16)")
-    parser.add_argument("--kind", choices=("tcp", "udp"), default="tcp", help="ForkingTCPServer (default) or ForkingUDPServer")
-    parser.add_argument("--starts", type=int, default=4, help="new server processes this many times (default 4, at most --rounds)")
+    parser.add_argument(
+        "--kind", choices=("tcp", "udp"), default="tcp", help="ForkingTCPServer (default) or ForkingUDPServer"
+    )
+    parser.add_argument(
+        "--starts", type=int, default=4, help="new server processes this many times (default 4, at most --rounds)"
+    )
     parser.add_argument("--lib", action="append", default=[], help="another checkout's lib/ (repeatable)")
     args = parser.parse_args(argv)
     if args.requests < 1 or args.rounds < 1 or args.starts < 1:
@@ -186,7 +193,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                     _request(port, args.kind)
             threading.Event().wait(POLL + 0.1)
             for _ in range(rounds):
-                for k, (parent, child, parent_faults, child_faults) in enumerate(measure(servers, args.requests, args.kind)):
+                figures = measure(servers, args.requests, args.kind)
+                for k, (parent, child, parent_faults, child_faults) in enumerate(figures):
                     totals[k].append(parent + child)
                     faults[k].append((parent_faults, child_faults))
                     name, lib = variants[k]
