@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import importlib.util
 import os
 import signal
 import socket
@@ -40,6 +39,7 @@ import sys
 import threading
 from collections.abc import Iterator, Sequence
 
+from bench.harness import servekit_path
 from bench.importcost import precompile
 
 #: The server process: argv[1] is "stdlib" or "classic", argv[2] the poll
@@ -104,6 +104,11 @@ def _figures(proc: subprocess.Popen[str]) -> list[float]:
 POLL = 0.5
 
 
+def _until_reaped() -> None:
+    """Pause past a poll interval: both servers reap at every wake-up of their loop."""
+    threading.Event().wait(POLL + 0.1)  # (a pause between phases, not a synchronisation)
+
+
 @contextlib.contextmanager
 def _server(variant: str, lib: str | None, kind: str) -> Iterator[tuple[subprocess.Popen[str], int]]:
     """A forking echo server of *variant* and *kind* (pinned to CPU 0), and its port."""
@@ -133,13 +138,32 @@ def measure(servers: Sequence[tuple[subprocess.Popen[str], int]], requests: int,
     for turn in range(requests):
         for port in order if turn % 2 == 0 else order[::-1]:
             _request(port, kind)
-    threading.Event().wait(POLL + 0.1)  # (a pause until every child is reaped, not a synchronisation)
+    _until_reaped()
     figures = []
     for (proc, _), before in zip(servers, befores):
         after = _figures(proc)
         parent_cpu, child_cpu, parent_faults, child_faults = ((b - a) / requests for a, b in zip(before, after))
         figures.append([parent_cpu * 1e6, child_cpu * 1e6, parent_faults, child_faults])
     return figures
+
+
+def _start(
+    variants: Sequence[tuple[str, str | None]], kind: str, requests: int, rounds: int
+) -> Iterator[list[list[float]]]:
+    """*rounds* rounds of :func:`measure` over a new set of server processes, one per variant.
+
+    Where a process places its objects (and so how many pages a request
+    writes) differs from one process to the next, by a few per cent of the
+    cost: a run starts its servers several times.
+    """
+    with contextlib.ExitStack() as stack:
+        servers = [stack.enter_context(_server(name, lib, kind)) for name, lib in variants]
+        for _, port in servers:
+            for _ in range(min(200, requests)):  # warm up
+                _request(port, kind)
+        _until_reaped()
+        for _ in range(rounds):
+            yield measure(servers, requests, kind)
 
 
 def _has(tool: str) -> bool:
@@ -167,51 +191,35 @@ def main(argv: Sequence[str] | None = None) -> int:
             f" not {args.requests}, {args.rounds} and {args.starts}"
         )
     starts = min(args.starts, args.rounds)
-    spec = importlib.util.find_spec("servekit")
-    if spec is None or spec.origin is None:
-        parser.error("servekit is not importable here: install it (pip install -e .) or set PYTHONPATH=lib")
     # Without .pyc files each server would compile servekit at start-up and
     # hold that much more memory, copied at every fork.
-    precompile(spec.origin)
+    precompile(servekit_path())
     for lib in args.lib:
         precompile(os.path.join(lib, "servekit", "__init__.py"))
     variants: list[tuple[str, str | None]] = [("stdlib", None), ("classic", None)]
     variants += [("classic", lib) for lib in args.lib]
+    labels = [name if lib is None else f"{name} ({lib})" for name, lib in variants]
     totals: dict[int, list[float]] = {k: [] for k in range(len(variants))}
     faults: dict[int, list[tuple[float, float]]] = {k: [] for k in range(len(variants))}
     for start in range(starts):
-        # Each start is a new set of server processes: where the interpreter
-        # places its objects (and so how many pages a request writes) differs
-        # from one process to the next, by a few per cent of the cost.
         rounds = args.rounds // starts + (start < args.rounds % starts)
-        with contextlib.ExitStack() as stack:
-            # Every server runs (idle) from the start: in a round they take
-            # turns request by request, measured over the same seconds.
-            servers = [stack.enter_context(_server(name, lib, args.kind)) for name, lib in variants]
-            for _, port in servers:
-                for _ in range(min(200, args.requests)):  # warm up
-                    _request(port, args.kind)
-            threading.Event().wait(POLL + 0.1)
-            for _ in range(rounds):
-                figures = measure(servers, args.requests, args.kind)
-                for k, (parent, child, parent_faults, child_faults) in enumerate(figures):
-                    totals[k].append(parent + child)
-                    faults[k].append((parent_faults, child_faults))
-                    name, lib = variants[k]
-                    label = name if lib is None else f"{name} ({lib})"
-                    print(
-                        f"{label:40} parent {parent:7.1f} µs  children {child:7.1f} µs"
-                        f"  total {parent + child:7.1f} µs  faults: parent {parent_faults:6.1f}"
-                        f"  children {child_faults:6.1f}",
-                        flush=True,
-                    )
+        for figures in _start(variants, args.kind, args.requests, rounds):
+            for k, (parent, child, parent_faults, child_faults) in enumerate(figures):
+                totals[k].append(parent + child)
+                faults[k].append((parent_faults, child_faults))
+                print(
+                    f"{labels[k]:40} parent {parent:7.1f} µs  children {child:7.1f} µs"
+                    f"  total {parent + child:7.1f} µs  faults: parent {parent_faults:6.1f}"
+                    f"  children {child_faults:6.1f}",
+                    flush=True,
+                )
     print("median total CPU per request; page faults parent, children; ratio to stdlib [each round's]:")
-    for k, (name, lib) in enumerate(variants):
+    for k, label in enumerate(labels):
         ratios = [mine / base for mine, base in zip(totals[k], totals[0])]
         parent_faults = statistics.median(f[0] for f in faults[k])
         child_faults = statistics.median(f[1] for f in faults[k])
         print(
-            f"  {name if lib is None else f'{name} ({lib})':40} {statistics.median(totals[k]):7.1f} µs"
+            f"  {label:40} {statistics.median(totals[k]):7.1f} µs"
             f"  faults {parent_faults:6.1f} {child_faults:6.1f}  {statistics.median(ratios):5.3f}x"
             f" [{' '.join(f'{r:.2f}' for r in ratios)}]"
         )
