@@ -25,7 +25,7 @@ import signal
 import socket
 from collections.abc import Iterable
 from types import FrameType, TracebackType
-from typing import NoReturn, final
+from typing import final
 
 __all__ = ("SignalWait",)
 
@@ -77,11 +77,6 @@ class SignalWait:
             pass
         return [signal.Signals(number) for number in came if number in self._signals]
 
-    def interrupt(self) -> None:
-        """From now on, any of the signals raises :exc:`KeyboardInterrupt` in the main thread (a second signal: stop now)."""
-        for sig in self._signals:
-            signal.signal(sig, _interrupt)
-
     def wake(self) -> None:
         """End a :meth:`wait`, from any thread."""
         try:
@@ -98,6 +93,3 @@ class SignalWait:
 def _noted(signum: int, frame: FrameType | None) -> None:
     """The handlers' body: nothing (the wake-up fd has the signal's number)."""
 
-
-def _interrupt(signum: int, frame: FrameType | None) -> NoReturn:
-    raise KeyboardInterrupt

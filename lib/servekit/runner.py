@@ -12,20 +12,22 @@ import logging
 import signal
 import threading
 from collections.abc import Callable
-from typing import Final, TypeVar
+from functools import partial
+from typing import Final, Generic, TypeVar, final
 
 from ._signals import SignalWait
 from ._types import _AddrT
 from ._validate import check_seconds
 from .abc import Request
 from .events import DrainReport
-from .servers import Bound, Server
+from .servers import Bound, Server, _handle
 
 __all__ = ("run",)
 
 log: Final = logging.getLogger("servekit.server")
 
 _ReqT = TypeVar("_ReqT", bound=Request[object])
+_T = TypeVar("_T")
 
 
 def run(
@@ -59,40 +61,62 @@ def run(
     """
     check_seconds("drain_seconds", drain_seconds)
     bound = server.bind() if isinstance(server, Server) else server
-    failed: list[BaseException] = []
-    ended = threading.Event()
-
-    def serve(signals_wait: SignalWait) -> None:
-        try:
-            bound.serve_forever(poll_interval)
-        except BaseException as exc:  # noqa: BLE001 - raised again in the main thread
-            failed.append(exc)
-        finally:
-            ended.set()
-            signals_wait.wake()
-
     with bound, SignalWait(signals) as signals_wait:
-        thread = threading.Thread(target=serve, args=(signals_wait,), name=f"servekit serving {bound!r}")
-        thread.start()
+        serving = _Beside(partial(bound.serve_forever, poll_interval), signals_wait, f"servekit serving {bound!r}")
         if ready is not None:
             ready(bound)
         came: list[signal.Signals] = []
-        while not came and not ended.is_set():
+        while not came and not serving.ended.is_set():
             came = signals_wait.wait()
         if not came:  # serve_forever ended by itself
-            thread.join()
-            if failed:
-                raise failed[0]
-        try:
-            if came:
-                signals_wait.interrupt()  # from now on a signal raises KeyboardInterrupt: a second one cuts the drain
-                came += signals_wait.wait(0)  # (one that came before)
-                log.info("%s: draining for at most %.1f s", came[0].name, drain_seconds)
-            if stopping is not None:
-                stopping(bound)
-            report = bound.drain(0 if len(came) > 1 else drain_seconds)
-        except KeyboardInterrupt:
-            report = bound.drain(0)
+            serving.outcome()
+        else:
+            log.info("%s: draining for at most %.1f s", came[0].name, drain_seconds)
+        if stopping is not None:
+            stopping(bound)
+        # The drain runs in a thread of its own, and this one sleeps on the
+        # signals' wake-up fd meanwhile: a second signal cuts the drain, whichever
+        # thread the kernel gave it to (this one, blocked in a lock or an event,
+        # would not wake for a signal taken by another thread).
+        runtime = _handle(bound).runtime
+        if len(came) > 1:  # the second came with the first
+            runtime.cut_drain()
+        draining = _Beside(partial(bound.drain, drain_seconds), signals_wait, f"servekit draining {bound!r}")
+        while not draining.ended.is_set():
+            if signals_wait.wait():
+                runtime.cut_drain()
+        report = draining.outcome()
         log.info("drained in %.1f s: %d finished, %d cut", report.seconds, report.finished, report.cut)
-        thread.join()
+        serving.thread.join()
     return report
+
+
+@final
+class _Beside(Generic[_T]):
+    """A call run in a thread of its own, that wakes the main thread's :class:`SignalWait` when it ends."""
+
+    __slots__ = ("ended", "failed", "result", "thread")
+
+    def __init__(self, call: Callable[[], _T], signals_wait: SignalWait, name: str) -> None:
+        self.ended = threading.Event()
+        self.result: list[_T] = []
+        self.failed: list[BaseException] = []
+
+        def run() -> None:
+            try:
+                self.result.append(call())
+            except BaseException as exc:  # noqa: BLE001 - raised again in the main thread
+                self.failed.append(exc)
+            finally:
+                self.ended.set()
+                signals_wait.wake()
+
+        self.thread = threading.Thread(target=run, name=name)
+        self.thread.start()
+
+    def outcome(self) -> _T:
+        """What the call returned, once it has; what it raised, raised again here."""
+        self.thread.join()
+        if self.failed:
+            raise self.failed[0]
+        return self.result[0]

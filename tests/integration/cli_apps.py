@@ -21,6 +21,14 @@ def echo(conn: StreamConnection[Address]) -> None:
         conn.wfile.write(line)
 
 
+def echo_or_signal(conn: StreamConnection[Address]) -> None:
+    """Echo each line; on ``signal``, first send SIGTERM to this (worker) thread."""
+    for line in conn.rfile:
+        if line == b"signal\n":
+            signal.pthread_kill(threading.get_ident(), signal.SIGTERM)
+        conn.wfile.write(line)
+
+
 def shout(line: bytes) -> bytes:
     return line.upper()
 

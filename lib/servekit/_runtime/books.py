@@ -98,11 +98,11 @@ class Books(Generic[_ReqT, _WhereT]):
         if not self.live:
             self.idle.set()
 
-    def wait_idle(self, timeout: float) -> bool:
-        """Wait up to *timeout* seconds until no request is left; whether none is."""
+    def wait_idle(self, timeout: float, cut: threading.Event) -> bool:
+        """Wait up to *timeout* seconds until no request is left, or *cut* is set (and :attr:`idle`); whether none is."""
         deadline = time.monotonic() + timeout
         idle = self.idle
-        while self.live:
+        while self.live and not cut.is_set():
             left = deadline - time.monotonic()
             if left <= 0:
                 return False
@@ -110,7 +110,7 @@ class Books(Generic[_ReqT, _WhereT]):
             # request may have been taken since.
             idle.wait(left)
             idle.clear()
-        return True
+        return not self.live
 
     # -- what the handle shows ----------------------------------------------------------
 

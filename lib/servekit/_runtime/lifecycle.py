@@ -67,6 +67,7 @@ class Runtime(Generic[_ReqT, _AddrT]):
     __slots__ = (
         "_close_lock",
         "_closed",
+        "_cut",
         "_fatal",
         "_service",
         "_tend",
@@ -82,6 +83,7 @@ class Runtime(Generic[_ReqT, _AddrT]):
         self.listeners: tuple[Listener[_AddrT], ...] = tuple(intake.listener for intake in intakes)
         self.wiring = wiring
         self.draining = threading.Event()
+        self._cut = threading.Event()
         self._service = wiring.service_actions
         self._closed = False
         self._close_lock = threading.Lock()
@@ -213,7 +215,7 @@ class Runtime(Generic[_ReqT, _AddrT]):
                 listener.close()
         else:
             swept.wait(max(0.0, deadline - time.monotonic()))
-        books.wait_idle(deadline - time.monotonic())
+        books.wait_idle(deadline - time.monotonic(), self._cut)
         cut: list[Connection[object]] = []
         finished: list[int] = []
         done = threading.Event()
@@ -240,6 +242,15 @@ class Runtime(Generic[_ReqT, _AddrT]):
         report = DrainReport(finished[0] if finished else 0, len(cut), time.monotonic() - start, tuple(cut))
         self.wiring.emit(DrainFinished(report))
         return report
+
+    def cut_drain(self) -> None:
+        """From any thread: a drain under way stops waiting and cuts what is left now (one to come, at once).
+
+        For a runner whose drain runs in a thread of its own while its main
+        thread waits for a second signal (:func:`servekit.run`).
+        """
+        self._cut.set()
+        self.pipeline.books.idle.set()
 
     def stats(self) -> Stats:
         return self.pipeline.books.stats()
