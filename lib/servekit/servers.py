@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import logging
 import socket
+import sys
 import threading
 import weakref
 from collections.abc import Callable, Set as AbstractSet
 from types import TracebackType
-from typing import Final, Generic, Never, TypeAlias, TypedDict, TypeVar, Unpack, cast, final, overload
+from typing import TYPE_CHECKING, Final, Generic, Never, TypeAlias, TypedDict, TypeVar, Unpack, cast, final, overload
 
 import attrs
 from typing_extensions import Self
@@ -36,8 +37,10 @@ from .events import (
 from .handlers import check_handler
 from .protocols import Evented
 from .proxy import ProxyProtocol
-from .tls import TLSTransport, handshake_stage
 from .transports import transport_kind
+
+if TYPE_CHECKING:
+    from .tls import TLSTransport
 
 __all__ = ("Bound", "ErrorHandler", "Listeners", "Server", "server")
 
@@ -195,8 +198,7 @@ class Server(Generic[_ReqT, _AddrT]):
         handler = self.handler
         if isinstance(handler, Evented):
             _check_evented(self, handler, kinds)
-        transports: tuple[object, ...] = self.transports
-        if any(isinstance(transport, TLSTransport) for transport in transports):
+        if _tls(self.transports):
             _check_tls(self)
 
     @property
@@ -344,12 +346,27 @@ def server(
     return Server(transport, handler, **options)
 
 
+def _tls(transports: tuple[object, ...]) -> list[TLSTransport[object]]:
+    """The TLS transports among *transports*.
+
+    :mod:`servekit.tls` loads :mod:`ssl`, a fifth of what ``import
+    servekit`` would cost: it is imported by a program that makes a TLS
+    transport, not here, and until it is no transport can be one.
+    """
+    if "servekit.tls" not in sys.modules:
+        return []
+    from .tls import TLSTransport  # noqa: PLC0415 - already loaded
+
+    return [transport for transport in transports if isinstance(transport, TLSTransport)]
+
+
 def _stages(spec: Server[_ReqT, _AddrT]) -> tuple[Stage[_ReqT], ...]:
     """The worker's steps before the handler, in order: composed here, in one place."""
     stages: list[Stage[_ReqT]] = []
-    given: tuple[object, ...] = spec.transports
-    timeouts = [transport.handshake_timeout for transport in given if isinstance(transport, TLSTransport)]
+    timeouts = [transport.handshake_timeout for transport in _tls(spec.transports)]
     if timeouts:  # the handshake first, in the worker
+        from .tls import handshake_stage  # noqa: PLC0415 - loaded with the first TLS transport (see _tls)
+
         stages.append(Stage("tls", handshake_stage(min(timeouts))))  # type: ignore[arg-type]  # (R: a stream connection)
     deadlines = spec.deadlines
     if deadlines is not None and not isinstance(spec.handler, Evented):  # (the reactor keeps its own)

@@ -199,6 +199,20 @@ def test_public_names_load_on_first_use() -> None:
     assert _fresh(code) == "servekit.servers servekit.transports True"
 
 
+def test_ssl_loads_with_the_first_tls_transport() -> None:
+    # ssl is a fifth of the composed face's import time: a server without TLS
+    # serves without it, and one with TLS still handshakes (tests/integration/test_tls.py).
+    code = (
+        "import sys\n"
+        "from servekit import server, tcp, threaded\n"
+        "with server(tcp('127.0.0.1', 0), lambda conn: None, dispatcher=threaded()).bind():\n"
+        "    loaded = 'ssl' in sys.modules, 'servekit.tls' in sys.modules\n"
+        "import servekit.tls\n"
+        "print(*loaded, 'ssl' in sys.modules)"
+    )
+    assert _fresh(code) == "False False True"
+
+
 def test_the_server_module_is_a_module() -> None:
     # servekit.server (the function that makes a Server) lives in servekit.servers,
     # so no import replaces one with the other.
