@@ -41,6 +41,7 @@ class Books(Generic[_ReqT, _WhereT]):
         "_closed_seen",
         "_handled_seen",
         "accept_errors",
+        "cut_now",
         "cut_total",
         "draining",
         "gated_out",
@@ -88,6 +89,8 @@ class Books(Generic[_ReqT, _WhereT]):
         #: While draining: set when no request is left (by the end of the last one).
         self.draining = False
         self.idle = threading.Event()
+        #: Set by :meth:`cut`: :meth:`wait_idle` waits no more.
+        self.cut_now = False
 
     # -- draining -----------------------------------------------------------------
 
@@ -98,19 +101,24 @@ class Books(Generic[_ReqT, _WhereT]):
         if not self.live:
             self.idle.set()
 
-    def wait_idle(self, timeout: float, cut: threading.Event) -> bool:
-        """Wait up to *timeout* seconds until no request is left, or *cut* is set (and :attr:`idle`); whether none is."""
+    def wait_idle(self, timeout: float) -> bool:
+        """Wait up to *timeout* seconds until no request is left, or :meth:`cut` is called; whether none is left."""
         deadline = time.monotonic() + timeout
         idle = self.idle
-        while self.live and not cut.is_set():
+        while self.live and not self.cut_now:
             left = deadline - time.monotonic()
             if left <= 0:
                 return False
-            # Set by whoever ended the last request; looked at again, as a
-            # request may have been taken since.
+            # Set by whoever ended the last request (or by cut); looked at
+            # again, as a request may have been taken since.
             idle.wait(left)
             idle.clear()
         return not self.live
+
+    def cut(self) -> None:
+        """From any thread: a :meth:`wait_idle` under way returns now, and one to come at once."""
+        self.cut_now = True
+        self.idle.set()
 
     # -- what the handle shows ----------------------------------------------------------
 

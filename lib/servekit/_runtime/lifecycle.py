@@ -67,7 +67,6 @@ class Runtime(Generic[_ReqT, _AddrT]):
     __slots__ = (
         "_close_lock",
         "_closed",
-        "_cut",
         "_fatal",
         "_service",
         "_tend",
@@ -83,7 +82,6 @@ class Runtime(Generic[_ReqT, _AddrT]):
         self.listeners: tuple[Listener[_AddrT], ...] = tuple(intake.listener for intake in intakes)
         self.wiring = wiring
         self.draining = threading.Event()
-        self._cut = threading.Event()
         self._service = wiring.service_actions
         self._closed = False
         self._close_lock = threading.Lock()
@@ -215,7 +213,7 @@ class Runtime(Generic[_ReqT, _AddrT]):
                 listener.close()
         else:
             swept.wait(max(0.0, deadline - time.monotonic()))
-        books.wait_idle(deadline - time.monotonic(), self._cut)
+        books.wait_idle(deadline - time.monotonic())
         cut: list[Connection[object]] = []
         finished: list[int] = []
         done = threading.Event()
@@ -249,8 +247,7 @@ class Runtime(Generic[_ReqT, _AddrT]):
         For a runner whose drain runs in a thread of its own while its main
         thread waits for a second signal (:func:`servekit.run`).
         """
-        self._cut.set()
-        self.pipeline.books.idle.set()
+        self.pipeline.books.cut()
 
     def stats(self) -> Stats:
         return self.pipeline.books.stats()
