@@ -31,6 +31,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import shutil
 import signal
 import socket
 import statistics
@@ -115,7 +116,7 @@ def _server(variant: str, lib: str | None, kind: str) -> Iterator[tuple[subproce
     env = dict(os.environ)
     if lib is not None:
         env["PYTHONPATH"] = os.pathsep.join([lib, *filter(None, [env.get("PYTHONPATH")])])
-    pin = ["taskset", "-c", "0"] if (os.cpu_count() or 1) >= 2 and _has("taskset") else []
+    pin = ["taskset", "-c", "0"] if (os.cpu_count() or 1) >= 2 and shutil.which("taskset") else []
     with subprocess.Popen(
         [*pin, sys.executable, "-c", _SERVER, variant, str(POLL), kind], stdout=subprocess.PIPE, text=True, env=env
     ) as proc:
@@ -166,10 +167,6 @@ def _start(
             yield measure(servers, requests, kind)
 
 
-def _has(tool: str) -> bool:
-    return any(os.access(os.path.join(path, tool), os.X_OK) for path in os.environ.get("PATH", "").split(os.pathsep))
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m bench.forkcost",
@@ -199,8 +196,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     variants: list[tuple[str, str | None]] = [("stdlib", None), ("classic", None)]
     variants += [("classic", lib) for lib in args.lib]
     labels = [name if lib is None else f"{name} ({lib})" for name, lib in variants]
-    totals: dict[int, list[float]] = {k: [] for k in range(len(variants))}
-    faults: dict[int, list[tuple[float, float]]] = {k: [] for k in range(len(variants))}
+    totals: list[list[float]] = [[] for _ in variants]
+    faults: list[list[tuple[float, float]]] = [[] for _ in variants]
     for start in range(starts):
         rounds = args.rounds // starts + (start < args.rounds % starts)
         for figures in _start(variants, args.kind, args.requests, rounds):
