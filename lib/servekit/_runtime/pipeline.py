@@ -344,6 +344,9 @@ class Pipeline(Generic[_ReqT]):
             reason = closing.pop(id(request))
             if reason == "aborted" and not released:
                 socket_of(handled).close()  # SO_LINGER 0: a reset, and no FIN before it
+        books = self.books
+        if rejected:  # counted before the release: whoever sees the connection closed finds it counted
+            books.rejected[reason] = books.rejected.get(reason, 0) + 1
         if not released:
             try:
                 (door or self._door or self._door_of(request)).release(handled)
@@ -354,9 +357,7 @@ class Pipeline(Generic[_ReqT]):
                 request, seconds, failure, stage, traffic or _traffic(handled)
             )
             return
-        books = self.books
         if rejected:
-            books.rejected[reason] = books.rejected.get(reason, 0) + 1
             self._emit(Rejected(request.client_address, reason))
             return
         if door is not None and id(request) not in books.live:  # held before admission: never taken
