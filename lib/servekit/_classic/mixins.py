@@ -30,28 +30,9 @@ else:
     _MixInBase = object
 
 
-#: Below this many young objects the collector's count is never looked at
-#: further before a fork (see :func:`_room_for_the_child`).
+#: Below this many young objects the collector's threshold is not looked at
+#: before a fork (see ``ForkingMixIn.process_request``).
 _FEW_YOUNG = 100
-
-
-def _room_for_the_child(young: int) -> None:
-    """Collect the youngest generation now if a forked child would soon do it itself.
-
-    A child inherits the collector's count of young objects.  When the
-    parent forks with that count near the threshold, the child's first few
-    allocations start a collection, and a collection writes to every young
-    object, so the child copies each page they sit on: about 65 page faults
-    more per request (a fork-per-datagram server, Python 3.12).  Whether a
-    server's count rests there is decided by its start-up, so a server either
-    pays this in every child or in none.  Collecting the young generation in
-    the parent once the count is past half the threshold leaves every child
-    that headroom; the parent collects a little earlier than it would have,
-    which is all that changes (nothing is frozen, the thresholds stay).
-    """
-    # (*young*: the collector's count, past _FEW_YOUNG; the caller looked.)
-    if young * 2 > gc.get_threshold()[0] > 0 and gc.isenabled():
-        gc.collect(0)
 
 
 # -- mix-ins ------------------------------------------------------------------
@@ -139,9 +120,20 @@ if hasattr(os, "fork"):
             children = self._servekit.children
             if children is None or children.max_children != self.max_children:
                 children = self._servekit_children()
+            # Room for the child in the collector's young generation: a child
+            # inherits the collector's count of young objects, and when the
+            # parent forks with that count near the threshold, the child's
+            # first few allocations start a collection, which writes to every
+            # young object and so copies each page they sit on (about 65 page
+            # faults more per request: a fork-per-datagram server, Python
+            # 3.12).  Whether a server's count rests there is decided by its
+            # start-up, so a server pays it in every child or in none.  Past
+            # half the threshold the parent collects the young generation
+            # itself, a little earlier than it would have; nothing is frozen,
+            # the thresholds stay.  (Inline: a call here is a call per request.)
             young = gc.get_count()[0]
-            if young > _FEW_YOUNG:
-                _room_for_the_child(young)
+            if young > _FEW_YOUNG and young * 2 > gc.get_threshold()[0] > 0 and gc.isenabled():
+                gc.collect(0)
             children.dispatch((request, client_address))
             active = self.active_children
             if active is not children.pids:
@@ -163,9 +155,16 @@ if hasattr(os, "fork"):
                 check_int("max_children", limit, 1)
                 # socketserver's children neither flush stdio nor freeze the
                 # collector, and each costs page copies in every child; nor
-                # does it report their ends (ChildRoute.child_exited is empty).
+                # does it report their ends (ChildRoute.child_exited is empty)
+                # or close what they inherit (ChildRoute.close_inherited is).
                 children = route.children = ChildWorkers(
-                    ChildRoute(self), limit, block, flush_stdio=False, freeze_gc=False, report_exits=False
+                    ChildRoute(self),
+                    limit,
+                    block,
+                    flush_stdio=False,
+                    freeze_gc=False,
+                    report_exits=False,
+                    close_inherited=False,
                 )
             else:
                 if limit != children.max_children:

@@ -140,7 +140,8 @@ def _flush_stdio() -> None:
 class ChildWorkers(Generic[_ReqT]):
     """A child process per request, at most ``max_children`` at a time.
 
-    In the child the host's ``close_inherited`` runs first, then the route
+    In the child the host's ``close_inherited`` runs first (unless
+    *close_inherited* is false), then the route
     (``run``), and the child leaves with ``os._exit``: status 0, or 1 if an
     exception left the route.  In the parent the host's ``discard`` drops the
     parent's copy of the request at once.  ``max_children`` and
@@ -161,10 +162,14 @@ class ChildWorkers(Generic[_ReqT]):
     touch, and copy, every page of the parent's heap.  Both cost page copies
     in every child; ``servekit.classic`` turns them off, as ``socketserver``
     does neither.  Without *report_exits* ``child_exited`` is not called
-    (for a host that does nothing with it: two calls fewer per request).
+    (for a host that does nothing with it: two calls fewer per request), and
+    without *close_inherited* neither is ``close_inherited`` (for a host
+    whose children keep all they inherit: one call, and the pages it
+    touches, fewer in every child).
     """
 
     __slots__ = (
+        "_close_inherited",
         "_flush",
         "_freeze",
         "_host",
@@ -187,8 +192,10 @@ class ChildWorkers(Generic[_ReqT]):
         flush_stdio: bool = True,
         freeze_gc: bool = True,
         report_exits: bool = True,
+        close_inherited: bool = True,
     ) -> None:
         self._host = host
+        self._close_inherited = close_inherited
         self._report = report_exits
         self._flush = flush_stdio
         self._freeze = freeze_gc
@@ -219,7 +226,8 @@ class ChildWorkers(Generic[_ReqT]):
             if self._freeze:
                 gc.freeze()
             host = self._host
-            host.close_inherited()
+            if self._close_inherited:
+                host.close_inherited()
             host.run(request)
             status = 0
         finally:
