@@ -206,12 +206,18 @@ class ChildWorkers(Generic[_ReqT]):
         self._pidfds: dict[int, int] = {}
 
     def dispatch(self, request: _ReqT, /) -> None:
-        if self._flush:
+        flush, host = self._flush, self._host
+        if flush:
             _flush_stdio()
+        # What the child needs is looked up here, in the parent, at every
+        # request: the type cache then holds those lookups when the child
+        # makes them, and a child that missed it would write to (and so
+        # copy) a page of the cache and one of each class it searched.
+        run, freeze, close_inherited = host.run, self._freeze, self._close_inherited
         pid = os.fork()
         if pid:
             self.pids.add(pid)
-            self._host.discard(request)
+            host.discard(request)
             return
         # The child: handle the request, then leave without returning.
         status = 1
@@ -219,19 +225,19 @@ class ChildWorkers(Generic[_ReqT]):
             # The parent's pidfds are not the child's: held here, a pidfd the
             # parent closes while its loop still waits on it would stay in
             # the loop's epoll set (it lives as long as any process holds it).
-            if self._pidfds:
-                for fd in self._pidfds.values():
+            pidfds = self._pidfds
+            if pidfds:
+                for fd in pidfds.values():
                     os.close(fd)
-                self._pidfds.clear()
-            if self._freeze:
+                pidfds.clear()
+            if freeze:
                 gc.freeze()
-            host = self._host
-            if self._close_inherited:
+            if close_inherited:
                 host.close_inherited()
-            host.run(request)
+            run(request)
             status = 0
         finally:
-            if self._flush:
+            if flush:
                 _flush_stdio()
             os._exit(status)
 
