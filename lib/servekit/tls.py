@@ -16,9 +16,12 @@ asked for (SNI), the protocol it chose (ALPN), the TLS version and cipher.
 :meth:`TLSTransport.reload` reads the certificate files again: connections
 accepted from then on use them.
 
-Not yet with TLS: a first-request gate (it would peek at ciphertext), the
-PROXY protocol, ``deadlines=`` and the reactor -- each is refused with a
-``TypeError`` when the server is described.
+The PROXY protocol works with TLS (its header comes before the handshake
+and is read on the loop).  Not yet with TLS: a first-request gate (it would
+peek at ciphertext), ``deadlines=`` and the reactor -- each is refused with
+a ``TypeError`` when the server is described.  So a silent client holds a
+worker until the handshake's deadline: with a pool, size it for that (or
+serve TLS with ``threaded()``).
 """
 
 from __future__ import annotations
