@@ -21,7 +21,6 @@ import http.server
 import json
 import os
 import select
-import shutil
 import socket
 import socketserver
 import ssl
@@ -61,21 +60,9 @@ class Certificate(NamedTuple):
 
 
 @pytest.fixture(scope="session")
-def certificate(tmp_path_factory: pytest.TempPathFactory) -> Certificate:
-    """A self-signed certificate for localhost and 127.0.0.1, valid for a day."""
-    openssl = shutil.which("openssl")
-    if openssl is None:
-        pytest.skip("needs the openssl command")
-    where = tmp_path_factory.mktemp("tls")
-    cert, key = where / "cert.pem", where / "key.pem"
-    subprocess.run(
-        [openssl, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(cert)]
-        + ["-days", "1", "-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"],
-        check=True,
-        capture_output=True,
-        timeout=60,
-    )
-    return Certificate(cert, key)
+def certificate(make_certificate: Callable[[str], tuple[Path, Path]]) -> Certificate:
+    """A self-signed certificate for localhost and 127.0.0.1, valid for a day (conftest's ``openssl``)."""
+    return Certificate(*make_certificate("localhost"))
 
 
 def server_context(certificate: Certificate) -> ssl.SSLContext:
