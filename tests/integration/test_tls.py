@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from servekit import Address, IPAddress, StageFailed, StreamConnection, first_line, server, tcp, threaded
+from servekit import Address, Deadlines, IPAddress, StageFailed, StreamConnection, first_line, server, tcp, threaded
 from servekit.framing import lines
 from servekit.proxy import ProxyProtocol
 from servekit.testing import EventLog, recv_line, serving
@@ -177,6 +177,8 @@ def test_what_does_not_work_over_tls_yet_is_refused(certs: dict[str, tuple[Path,
         server(transport, told, gate=first_line())
     with pytest.raises(TypeError, match="TLS on the reactor is not available yet"):
         server(transport, lines(lambda line: line))
+    with pytest.raises(TypeError, match="deadlines= with a TLS transport is not available yet"):
+        server(transport, told, deadlines=Deadlines(idle=1.0))
     with pytest.raises(TypeError, match="cert= .and key=. or context="):
         tls(tcp("127.0.0.1", 0))
     with pytest.raises(ValueError, match="handshake_timeout must be a number of seconds > 0, got 0"):
