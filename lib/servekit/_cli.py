@@ -224,6 +224,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("at least one --bind URL is needed, as in --bind tcp://127.0.0.1:8000")
     if args.max_requests is not None and args.workers == 1:
         parser.error("--max-requests needs --workers 2 or more (a worker is replaced by the supervisor)")
+    if args.max_requests_jitter and args.max_requests is None:
+        parser.error("--max-requests-jitter needs --max-requests (the jitter is added to it)")
     try:
         transports = tuple(parse_bind(url, reuse_port=args.reuse_port) for url in args.bind)
         metrics = None if args.metrics is None else parse_bind(args.metrics)

@@ -140,6 +140,10 @@ def test_help_is_for_a_newcomer() -> None:
         (["examples.whoami:__doc__", "--bind", "tcp://127.0.0.1:0"], "not a handler"),
         (["examples.whoami:handler", "--bind", "tcp://127.0.0.1:0", "--workers", "0"], "at least 1, got '0'"),
         (["examples.whoami:handler", "--bind", "tcp://127.0.0.1:0", "--max-requests", "5"], "needs --workers 2"),
+        (
+            ["examples.whoami:handler", "--bind", "tcp://127.0.0.1:0", "--workers", "2", "--max-requests-jitter", "5"],
+            "--max-requests-jitter needs --max-requests",
+        ),
         (["examples.whoami:handler", "--bind", "tcp://127.0.0.1:0", "--proxy-protocol", "v3"], "invalid choice: 'v3'"),
         (["examples.whoami:handler", "--bind", "tcp://127.0.0.1:0", "--tls-cert", "nosuch.pem"], "No such file"),
         (["examples.whoami:handler", "--bind", "tcp://127.0.0.1:0", "--tls-key", "k.pem"], "--tls-key needs --tls-cert"),
