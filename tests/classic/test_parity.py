@@ -459,3 +459,42 @@ def test_active_children_is_the_live_set_of_children(mod: ModuleType, preset: bo
             assert server.active_children is mine
         server.collect_children(blocking=True)
         assert not server.active_children
+
+
+@pytest.mark.skipif(not HAS_FORK, reason="needs os.fork")
+def test_forking_runs_none_of_the_programs_descriptors_in_the_parent() -> None:
+    """Before its first fork the server looks up the names the handler uses (for the type cache),
+    but never one whose lookup would run the program's code: a descriptor of its own, or any
+    name of a class with a metaclass of its own."""
+    looked_up: list[str] = []
+
+    class Recorded:
+        def __get__(self, instance: object, owner: type | None = None) -> bytes:
+            looked_up.append("descriptor")
+            return b"descriptor"
+
+    class Meta(type):
+        def __getattr__(cls, name: str) -> object:
+            looked_up.append(f"meta {name}")
+            raise AttributeError(name)
+
+    class Handler(servekit.classic.StreamRequestHandler):
+        answer = Recorded()
+
+        def handle(self) -> None:
+            self.wfile.write(self.answer + self.rfile.readline())
+
+    class Odd(servekit.classic.StreamRequestHandler, metaclass=Meta):
+        def handle(self) -> None:
+            self.wfile.write(self.rfile.readline() + getattr(type(self), "nosuch", b""))
+
+    for handler, answer in ((Handler, b"descriptorhi\n"), (Odd, b"hi\n")):
+        with servekit.classic.ForkingTCPServer(("127.0.0.1", 0), handler) as server:
+            with socket.socket() as client:
+                client.settimeout(TIMEOUT)
+                client.connect(server.server_address)
+                client.sendall(b"hi\n")
+                server.handle_request()  # accepts and forks: the child answers
+                assert client.recv(64) == answer
+            server.collect_children(blocking=True)
+    assert looked_up == [], looked_up  # (the children's lookups were theirs)

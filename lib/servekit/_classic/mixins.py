@@ -3,13 +3,24 @@
 from __future__ import annotations
 
 import gc
+import io
 import os
 import socket
 import threading
 from collections.abc import Callable, Sequence
+from types import (
+    BuiltinFunctionType,
+    ClassMethodDescriptorType,
+    FunctionType,
+    GetSetDescriptorType,
+    MemberDescriptorType,
+    MethodDescriptorType,
+    WrapperDescriptorType,
+)
 
 from .._lite import TYPE_CHECKING
 from .._runtime.workers import ChildWorkers
+from .._socket_writer import SocketWriter
 from .._validate import check_int
 from .route import ChildRoute, handshake
 
@@ -33,6 +44,58 @@ else:
 #: Below this many young objects the collector's threshold is not looked at
 #: before a fork (see ``ForkingMixIn.process_request``).
 _FEW_YOUNG = 100
+
+
+def _names_used(classes: Sequence[type]) -> set[str]:
+    """The names the Python methods of *classes* and of their bases look up (their ``co_names``)."""
+    names: set[str] = set()
+    for cls in classes:
+        for klass in cls.__mro__:
+            for value in vars(klass).values():
+                if type(value) is FunctionType:
+                    names.update(value.__code__.co_names)
+    return names
+
+
+#: What a class attribute may be for a lookup on the class to run no code of
+#: the program's: plain values, functions, and the interpreter's descriptors.
+_INERT = frozenset(
+    (
+        FunctionType, staticmethod, classmethod, property, int, float, str, bytes, bool, type(None),
+        BuiltinFunctionType, ClassMethodDescriptorType, GetSetDescriptorType, MemberDescriptorType,
+        MethodDescriptorType, WrapperDescriptorType,
+    )
+)  # fmt: skip
+
+
+def _warm(classes: Sequence[object]) -> None:
+    """Look up, on each of *classes*, every name their methods use, so the type cache holds them.
+
+    A forked child starts with the parent's type cache: a lookup the parent
+    made finds its entry there; one the parent never made searches the
+    class and its bases and writes the result in, which copies a page of the
+    cache and one of each class searched, in every child, at every request.
+    The parent never runs the handler or the child's stages, so it looks
+    their names up once, here.  Only where nothing of the program's can run:
+    a class of the ordinary metaclass, each name either absent or found as a
+    plain value, a function or one of the interpreter's own descriptors.
+    """
+    plain = [cls for cls in classes if isinstance(cls, type) and type(cls) is type]
+    names = _names_used(plain)
+    for cls in plain:
+        for name in names:
+            for klass in cls.__mro__:
+                if name in vars(klass):
+                    inert = type(vars(klass)[name]) in _INERT
+                    break
+            else:
+                inert = True  # (absent: the lookup finds nothing, and caches that)
+            if inert:
+                hasattr(cls, name)
+
+
+#: The classes of what a child's handler reads and writes through.
+_CHILD_CLASSES = (SocketWriter, socket.socket, socket.SocketIO, io.BufferedReader, io.BufferedWriter, io.BytesIO)
 
 
 # -- mix-ins ------------------------------------------------------------------
@@ -94,6 +157,8 @@ if hasattr(os, "fork"):
         timeout: float | None = 300
         active_children: set[int] | None = None
         max_children = 40
+        #: The handler class whose names the type cache was given (see _warm).
+        _servekit_warmed: object = None
         block_on_close = True
 
         def collect_children(self, *, blocking: bool = False) -> None:
@@ -120,6 +185,12 @@ if hasattr(os, "fork"):
             children = self._servekit.children
             if children is None or children.max_children != self.max_children:
                 children = self._servekit_children()
+            # Once per handler class: the type cache given what the children
+            # look up (see _warm), so that no child writes it.
+            handler_class = self.RequestHandlerClass
+            if handler_class is not self._servekit_warmed:
+                self._servekit_warmed = handler_class
+                _warm((type(self), handler_class, *_CHILD_CLASSES))
             # Room for the child in the collector's young generation: a child
             # inherits the collector's count of young objects, and when the
             # parent forks with that count near the threshold, the child's
