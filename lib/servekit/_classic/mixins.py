@@ -41,8 +41,17 @@ else:
     _MixInBase = object
 
 
-#: Below this many young objects the collector's threshold is not looked at
-#: before a fork (see ``ForkingMixIn.process_request``).
+#: Room for a forked child in the collector's young generation.  A child
+#: inherits the collector's count of young objects, and when the parent forks
+#: with that count near the threshold, the child's first few allocations start
+#: a collection, which writes to every young object and so copies each page
+#: they sit on (about 65 page faults more per request: a fork-per-datagram
+#: server, Python 3.12).  Whether a server's count rests there is decided by
+#: its start-up, so a server pays it in every child or in none.  Past half the
+#: threshold, ``ForkingMixIn.process_request`` collects the young generation
+#: before the fork, a little earlier than the collector would have; nothing is
+#: frozen, the thresholds stay.  Below this many young objects it does not look
+#: at the threshold.
 _FEW_YOUNG = 100
 
 
@@ -191,17 +200,8 @@ if hasattr(os, "fork"):
             if handler_class is not self._servekit_warmed:
                 self._servekit_warmed = handler_class
                 _warm((type(self), handler_class, *_CHILD_CLASSES))
-            # Room for the child in the collector's young generation: a child
-            # inherits the collector's count of young objects, and when the
-            # parent forks with that count near the threshold, the child's
-            # first few allocations start a collection, which writes to every
-            # young object and so copies each page they sit on (about 65 page
-            # faults more per request: a fork-per-datagram server, Python
-            # 3.12).  Whether a server's count rests there is decided by its
-            # start-up, so a server pays it in every child or in none.  Past
-            # half the threshold the parent collects the young generation
-            # itself, a little earlier than it would have; nothing is frozen,
-            # the thresholds stay.  (Inline: a call here is a call per request.)
+            # Room for the child in the young generation (see _FEW_YOUNG;
+            # inline: a call here would be a call per request).
             young = gc.get_count()[0]
             if young > _FEW_YOUNG and young * 2 > gc.get_threshold()[0] > 0 and gc.isenabled():
                 gc.collect(0)
