@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import abc
 import gc
 import io
 import os
@@ -66,6 +67,9 @@ def _names_used(classes: Sequence[type]) -> set[str]:
     return names
 
 
+#: Metaclasses whose lookups on a class run no code of their own (io's classes are ABCs).
+_PLAIN_METACLASSES = (type, abc.ABCMeta)
+
 #: What a class attribute may be for a lookup on the class to run no code of
 #: the program's: plain values, functions, and the interpreter's descriptors.
 _INERT = frozenset(
@@ -86,10 +90,11 @@ def _warm(classes: Sequence[object]) -> None:
     cache and one of each class searched, in every child, at every request.
     The parent never runs the handler or the child's stages, so it looks
     their names up once, here.  Only where nothing of the program's can run:
-    a class of the ordinary metaclass, each name either absent or found as a
-    plain value, a function or one of the interpreter's own descriptors.
+    a class of the ordinary metaclass (or ``ABCMeta``), each name either
+    absent or found as a plain value, a function or one of the interpreter's
+    own descriptors.
     """
-    plain = [cls for cls in classes if isinstance(cls, type) and type(cls) is type]
+    plain = [cls for cls in classes if isinstance(cls, type) and type(cls) in _PLAIN_METACLASSES]
     names = _names_used(plain)
     for cls in plain:
         for name in names:
