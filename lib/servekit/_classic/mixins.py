@@ -171,8 +171,6 @@ if hasattr(os, "fork"):
         timeout: float | None = 300
         active_children: set[int] | None = None
         max_children = 40
-        #: The handler class whose names the type cache was given (see _warm).
-        _servekit_warmed: object = None
         block_on_close = True
 
         def collect_children(self, *, blocking: bool = False) -> None:
@@ -199,12 +197,6 @@ if hasattr(os, "fork"):
             children = self._servekit.children
             if children is None or children.max_children != self.max_children:
                 children = self._servekit_children()
-            # Once per handler class: the type cache given what the children
-            # look up (see _warm), so that no child writes it.
-            handler_class = self.RequestHandlerClass
-            if handler_class is not self._servekit_warmed:
-                self._servekit_warmed = handler_class
-                _warm((type(self), handler_class, *_CHILD_CLASSES))
             # Room for the child in the young generation (see _FEW_YOUNG;
             # inline: a call here would be a call per request).
             young = gc.get_count()[0]
@@ -229,6 +221,9 @@ if hasattr(os, "fork"):
             children = route.children
             if children is None:
                 check_int("max_children", limit, 1)
+                # Once, with the workers: the type cache given what the
+                # children look up (see _warm), so that no child writes it.
+                _warm((type(self), self.RequestHandlerClass, *_CHILD_CLASSES))
                 # socketserver's children neither flush stdio nor freeze the
                 # collector, and each costs page copies in every child; nor
                 # does it report their ends (ChildRoute.child_exited is empty)
