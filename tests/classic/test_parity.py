@@ -312,6 +312,27 @@ def test_bind_and_activate_false(mod: ModuleType) -> None:
         assert server.server_address[1] != 0
 
 
+@pytest.mark.parametrize("mod", MODULES)
+def test_a_subclass_whose_init_skips_the_bases_serves(mod: ModuleType) -> None:
+    class Echo(mod.StreamRequestHandler):  # type: ignore[misc,name-defined]
+        def handle(self) -> None:
+            self.wfile.write(self.rfile.readline())
+
+    class Own(mod.TCPServer):  # type: ignore[misc,name-defined]
+        def __init__(self) -> None:  # sets up what TCPServer.__init__ would, itself
+            self.server_address = ("127.0.0.1", 0)
+            self.RequestHandlerClass = Echo
+            self.socket = socket.socket()
+            self.server_bind()
+            self.server_activate()
+
+    server = Own()
+    with server, socket.create_connection(server.server_address, timeout=TIMEOUT) as client:
+        client.sendall(b"ping\n")
+        server.handle_request()
+        assert client.makefile("rb").readline() == b"ping\n"
+
+
 # -- deliberate differences (servekit only) -----------------------------------------
 
 

@@ -23,6 +23,7 @@ from .._lite import TYPE_CHECKING
 from .._runtime.workers import ChildWorkers
 from .._socket_writer import SocketWriter
 from .._validate import check_int
+from . import route as _route
 from .route import ChildRoute, handshake
 
 if TYPE_CHECKING:
@@ -133,7 +134,7 @@ class ThreadingMixIn(_MixInBase):
         A TLS request's handshake is done here first (see ``get_request``).
         """
         try:
-            if type(request) is not socket.socket and isinstance(request, socket.socket):
+            if _route.deferred:
                 handshake(self, request)
             self.finish_request(request, client_address)
         except Exception:

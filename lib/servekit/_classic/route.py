@@ -37,7 +37,7 @@ if TYPE_CHECKING:
     #: A classic request on its way to a worker: ``(request, client_address)``.
     Item: TypeAlias = tuple[Any, Any]
 
-__all__ = ("HANDSHAKE_TIMEOUT", "ChildRoute", "Route", "ThreadRoute", "accept", "describe", "handshake")
+__all__ = ("HANDSHAKE_TIMEOUT", "ChildRoute", "Route", "ThreadRoute", "accept", "deferred", "describe", "handshake")
 
 #: The logger accept() failures are reported on.
 LOGGER: Final = "servekit.classic"
@@ -45,6 +45,13 @@ LOGGER: Final = "servekit.classic"
 #: The longest a TLS handshake may take, in seconds, on a server whose
 #: ``timeout`` is ``None`` (see :func:`handshake`).
 HANDSHAKE_TIMEOUT: Final = 10.0
+
+
+#: Whether :func:`accept` has left a TLS handshake to a request's handling
+#: in this process.  Until it has, no request can need :func:`handshake`, and
+#: a forked child does not look (the look writes a few pages a child would
+#: otherwise share: the types and descriptors an ``isinstance`` touches).
+deferred = False
 
 
 def describe(server: BaseServer) -> str:
@@ -89,6 +96,8 @@ def accept(listener: socket.socket) -> tuple[socket.socket, Any]:
     # None) it is what handshake() looks for.  Nothing else reads it on an
     # accepted socket (only connect() does).
     request.do_handshake_on_connect = True
+    global deferred
+    deferred = True
     return request, address
 
 
@@ -199,7 +208,7 @@ class ChildRoute:
         request, client_address = item
         server = self._server
         try:
-            if type(request) is not socket.socket and isinstance(request, socket.socket):
+            if deferred:
                 handshake(server, request)  # a TLS request's, left to the child by accept()
             server.finish_request(request, client_address)
         except Exception:

@@ -11,6 +11,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 from .._lite import TYPE_CHECKING
+from . import route as _route
 from .route import Route, accept, describe, handshake
 
 if TYPE_CHECKING:
@@ -20,21 +21,6 @@ if TYPE_CHECKING:
     from typing_extensions import Self
 
 __all__ = ("BaseServer", "TCPServer", "UDPServer", "UnixDatagramServer", "UnixStreamServer")
-
-
-class _RouteOf:
-    """A server's ``_servekit``: its route (loop and workers), made at first use.
-
-    Kept in the server's namespace from then on, so a subclass whose
-    ``__init__`` skips ours still gets one (what :func:`functools.cached_property`
-    does; functools is not loaded here, as ``socketserver`` does not load it).
-    """
-
-    def __get__(self, server: BaseServer | None, owner: object = None) -> Route:
-        if server is None:  # looked up on the class (help(), inspect): the descriptor itself
-            return self  # type: ignore[return-value]
-        route = server.__dict__["_servekit"] = Route(server)
-        return route
 
 
 #: ``serve_forever(poll_interval=None)`` (classic: wait without a limit) waits
@@ -53,12 +39,22 @@ class BaseServer:
 
     timeout: float | None = None
 
+    #: The server's route: its loop and workers.  An instance attribute only:
+    #: a class attribute of the same name (a descriptor making it on first
+    #: use, say) would keep every ``self._servekit`` from being specialized
+    #: by the interpreter, a generic lookup at each request.
+    _servekit: Route
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> Self:
+        # Made here, not in __init__: a subclass whose __init__ skips ours
+        # still has one.
+        server = super().__new__(cls)
+        server._servekit = Route(server)
+        return server
+
     def __init__(self, server_address: Any, RequestHandlerClass: Callable[..., Any]) -> None:
         self.server_address = server_address
         self.RequestHandlerClass = RequestHandlerClass
-        self._servekit  # noqa: B018 - made now, in the constructing thread
-
-    _servekit: _RouteOf = _RouteOf()
 
     def server_activate(self) -> None:
         """Called by the constructor after binding; a stream server listens here."""
@@ -110,9 +106,8 @@ class BaseServer:
         """Take one request off the ready socket and process it (classic order)."""
         # get_request() is the subclass's: BaseServer, like the standard
         # library's, does not define it.
-        get_request: Callable[[], tuple[Any, Any]] = getattr(self, "get_request")
         try:
-            request, client_address = get_request()
+            request, client_address = self.get_request()  # type: ignore[attr-defined]
         except OSError as exc:
             self._servekit.accept_failed(exc)
             return
@@ -141,7 +136,7 @@ class BaseServer:
         A TLS request's handshake is done here first, bounded by the
         server's ``timeout`` (10 s when it is ``None``).
         """
-        if type(request) is not socket.socket and isinstance(request, socket.socket):
+        if _route.deferred:
             handshake(self, request)  # deferred by get_request(); see route.accept
         self.finish_request(request, client_address)
         self.shutdown_request(request)
@@ -152,7 +147,7 @@ class BaseServer:
 
     def finish_request(self, request: Any, client_address: Any) -> None:
         """Instantiate ``RequestHandlerClass``, which handles the request."""
-        if type(request) is not socket.socket and isinstance(request, socket.socket):
+        if _route.deferred:
             # Done already unless process_request() is the program's own.
             handshake(self, request)
         self.RequestHandlerClass(request, client_address, self)
