@@ -1,7 +1,8 @@
 """``python -m bench.forkcost``: what one request costs a fork-per-request server, parent and child.
 
 A ``ForkingTCPServer`` echo (``StreamRequestHandler``; ``--kind udp``: a
-``ForkingUDPServer`` one) of the standard library and of
+``ForkingUDPServer`` one; ``--kind udp-bare``: a ``ForkingUDPServer`` whose
+``BaseRequestHandler`` answers on the socket, as the bench's does) of the standard library and of
 ``servekit.classic`` runs pinned to CPU 0 (when there are two CPUs); one
 client on another CPU makes its requests one after another.  The
 server reports its own ``getrusage`` and its reaped children's at two points
@@ -25,6 +26,9 @@ does (compiled at each start, servekit would hold megabytes more, copied at
 every fork).  ``--lib PATH`` adds a variant that imports
 ``servekit`` from another checkout's ``lib/`` (to compare with an earlier
 commit: ``git worktree add /tmp/old <commit>`` then ``--lib /tmp/old/lib``).
+``--imported`` adds the standard library's server in a process that has
+imported ``servekit.classic`` too, without using it: what the import alone
+costs each fork (its memory, copied and torn down with every child).
 """
 
 from __future__ import annotations
@@ -44,13 +48,16 @@ from collections.abc import Iterator, Sequence
 from bench.harness import servekit_path
 from bench.importcost import precompile
 
-#: The server process: argv[1] is "stdlib" or "classic", argv[2] the poll
-#: interval, argv[3] "tcp" or "udp"; prints its port, then a line of figures
-#: at every SIGUSR1; stops on SIGTERM.
+#: The server process: argv[1] is "stdlib", "imported" (the standard
+#: library's server, with servekit.classic imported beside it and not used)
+#: or "classic", argv[2] the poll interval, argv[3] the kind; prints its
+#: port, then a line of figures at every SIGUSR1; stops on SIGTERM.
 _SERVER = r"""
 import resource, signal, sys
-if sys.argv[1] == "stdlib":
+if sys.argv[1] in ("stdlib", "imported"):
     import socketserver as mod
+    if sys.argv[1] == "imported":
+        import servekit.classic
 else:
     import servekit.classic as mod
 
@@ -58,10 +65,16 @@ def handle(self):
     for line in self.rfile:
         self.wfile.write(line)
 
+def answer(self):
+    data, sock = self.request
+    sock.sendto(data, self.client_address)
+
 if sys.argv[3] == "tcp":
     server = mod.ForkingTCPServer(("127.0.0.1", 0), type("Echo", (mod.StreamRequestHandler,), {"handle": handle}))
-else:
+elif sys.argv[3] == "udp":
     server = mod.ForkingUDPServer(("127.0.0.1", 0), type("Echo", (mod.DatagramRequestHandler,), {"handle": handle}))
+else:
+    server = mod.ForkingUDPServer(("127.0.0.1", 0), type("Echo", (mod.BaseRequestHandler,), {"handle": answer}))
 
 def report(signum, frame):
     me = resource.getrusage(resource.RUSAGE_SELF)
@@ -80,7 +93,7 @@ TIMEOUT = 30.0
 
 
 def _request(port: int, kind: str) -> None:
-    if kind == "udp":
+    if kind != "tcp":
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as client:
             client.settimeout(TIMEOUT)
             client.sendto(b"x" * 31 + b"\n", ("127.0.0.1", port))
@@ -182,12 +195,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--requests", type=int, default=300, help="measured requests per variant and round")
     parser.add_argument("--rounds", type=int, default=16, help="rounds (default 16)")
     parser.add_argument(
-        "--kind", choices=("tcp", "udp"), default="tcp", help="ForkingTCPServer (default) or ForkingUDPServer"
+        "--kind",
+        choices=("tcp", "udp", "udp-bare"),
+        default="tcp",
+        help="ForkingTCPServer (default), ForkingUDPServer, or a ForkingUDPServer whose"
+        " BaseRequestHandler answers on the socket itself (the bench's UDP echo)",
     )
     parser.add_argument(
         "--starts", type=int, default=16, help="new server processes this many times (default 16, at most --rounds)"
     )
     parser.add_argument("--lib", action="append", default=[], help="another checkout's lib/ (repeatable)")
+    parser.add_argument(
+        "--imported",
+        action="store_true",
+        help="also the standard library's server with servekit.classic imported beside it, unused:"
+        " what the import alone costs a fork",
+    )
     args = parser.parse_args(argv)
     if args.requests < 1 or args.rounds < 1 or args.starts < 1:
         parser.error(
@@ -202,6 +225,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         precompile(os.path.join(lib, "servekit", "__init__.py"))
     variants: list[tuple[str, str | None]] = [("stdlib", None), ("classic", None)]
     variants += [("classic", lib) for lib in args.lib]
+    if args.imported:
+        variants.append(("imported", None))
     labels = [name if lib is None else f"{name} ({lib})" for name, lib in variants]
     totals: list[list[float]] = [[] for _ in variants]
     faults: list[list[tuple[float, float]]] = [[] for _ in variants]

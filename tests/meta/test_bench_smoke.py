@@ -97,12 +97,15 @@ def test_instruction_counts() -> None:
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
-@pytest.mark.parametrize("kind", ["tcp", "udp"])
+@pytest.mark.parametrize("kind", ["tcp", "udp", "udp-bare"])
 def test_fork_cost(kind: str) -> None:
-    """``python -m bench.forkcost``: a few requests of each forking server, figures per request."""
-    proc = _run("bench.forkcost", "--requests", "5", "--rounds", "2", "--kind", kind)
+    """``python -m bench.forkcost``: a few requests of each forking server, figures per request.
+
+    With ``--imported``, also the standard library's server in a process that imported servekit.classic.
+    """
+    proc = _run("bench.forkcost", "--requests", "5", "--rounds", "2", "--kind", kind, "--imported")
     assert proc.returncode == 0, f"exit {proc.returncode}\n{proc.stderr[-4000:]}\n{proc.stdout[-2000:]}"
-    for name in ("stdlib", "classic"):
+    for name in ("stdlib", "classic", "imported"):
         line = re.search(rf"^{name} +parent +([0-9.]+) µs +children +([0-9.]+) µs", proc.stdout, re.MULTILINE)
         assert line is not None, proc.stdout
         assert float(line[1]) > 0 and float(line[2]) > 0  # each request cost the parent and a child something
