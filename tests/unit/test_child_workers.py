@@ -235,3 +235,36 @@ class TestCapacity:
         wait_exited(set(workers.pids))
         assert workers.capacity() is None  # reaped on the way
         assert sorted(status for _, status in host.exits) == [-signal.SIGKILL, -signal.SIGKILL]
+
+
+class TestWithoutHost:
+    """No host: the owner forks (fork()), handles the request in the child itself and leaves (exit())."""
+
+    def test_the_owner_runs_on_in_the_child_and_the_workers_reap_it(
+        self, pipe: tuple[int, int], cleanup: list[ChildWorkers[str]]
+    ) -> None:
+        r, w = pipe
+        workers: ChildWorkers[str] = ChildWorkers(None, 8, True, report_exits=False, close_inherited=False)
+        cleanup.append(workers)
+        if workers.fork():
+            try:
+                os.write(w, b"child %d" % os.getpid())
+            finally:
+                workers.exit(3)
+        (pid,) = workers.pids
+        assert read_exactly(r, len(b"child %d" % pid)) == b"child %d" % pid
+        wait_exited({pid})
+        workers.reap()
+        assert workers.pids == set()
+        assert_gone({pid})
+
+    def test_without_a_host_dispatch_is_refused(self) -> None:
+        workers: ChildWorkers[str] = ChildWorkers(None, 8, True, report_exits=False, close_inherited=False)
+        with pytest.raises(TypeError, match="no host"):
+            workers.dispatch("a")
+        assert workers.pids == set()
+
+    @pytest.mark.parametrize(("report_exits", "close_inherited"), [(True, False), (False, True)])
+    def test_without_a_host_what_needs_one_is_refused(self, report_exits: bool, close_inherited: bool) -> None:
+        with pytest.raises(ValueError, match=f"report_exits={report_exits!r} and close_inherited={close_inherited!r}"):
+            ChildWorkers(None, 8, True, report_exits=report_exits, close_inherited=close_inherited)

@@ -24,7 +24,7 @@ from .._runtime.workers import ChildWorkers
 from .._socket_writer import SocketWriter
 from .._validate import check_int
 from . import route as _route
-from .route import ChildRoute, handshake
+from .route import handshake
 
 if TYPE_CHECKING:
     from typing import Any
@@ -191,10 +191,14 @@ if hasattr(os, "fork"):
         def process_request(self, request: Any, client_address: Any) -> None:
             """Fork a child that handles the request; the parent closes its copy."""
             # The core's child workers fork, track, limit and reap; the child
-            # runs the classic stages and leaves with os._exit (never returns).
-            # Every Python call made here per request is a page or two the
-            # parent writes while a child shares them (a copy each), so the
-            # configuration is only looked at again when max_children changed.
+            # runs on here, in socketserver's order, and leaves with os._exit
+            # (never returns).  Every Python call made here per request is a
+            # page or two the parent writes while a child shares them (a copy
+            # each), and the child's calls are pages it copies: the
+            # configuration is only looked at again when max_children
+            # changed, and the child calls nothing socketserver's does not
+            # (a route's run and discard instead cost 1-2.5 % more CPU a
+            # datagram: python -m bench.forkcost --kind udp-bare).
             children = self._servekit.children
             if children is None or children.max_children != self.max_children:
                 children = self._servekit_children()
@@ -203,7 +207,23 @@ if hasattr(os, "fork"):
             young = gc.get_count()[0]
             if young > _FEW_YOUNG and young * 2 > gc.get_threshold()[0] > 0 and gc.isenabled():
                 gc.collect(0)
-            children.dispatch((request, client_address))
+            if children.fork():
+                status = 1
+                try:
+                    if _route.deferred:
+                        handshake(self, request)  # a TLS request's, left to the child by accept()
+                    self.finish_request(request, client_address)
+                    status = 0
+                except Exception:
+                    self.handle_error(request, client_address)
+                finally:
+                    try:
+                        self.shutdown_request(request)
+                    finally:
+                        # What ChildWorkers.exit() does for workers that flush
+                        # nothing, without a call into it.
+                        os._exit(status)
+            self.close_request(request)
             active = self.active_children
             if active is not children.pids:
                 # The classic attribute is the workers' own live set of pids;
@@ -227,10 +247,11 @@ if hasattr(os, "fork"):
                 _warm((type(self), self.RequestHandlerClass, *_CHILD_CLASSES))
                 # socketserver's children neither flush stdio nor freeze the
                 # collector, and each costs page copies in every child; nor
-                # does it report their ends (ChildRoute.child_exited is empty)
-                # or close what they inherit (ChildRoute.close_inherited is).
+                # does it report their ends or close what they inherit (they
+                # keep the listening socket: a datagram child replies on it).
+                # No host: the child runs on in process_request.
                 children = route.children = ChildWorkers(
-                    ChildRoute(self),
+                    None,
                     limit,
                     block,
                     flush_stdio=False,

@@ -3,11 +3,14 @@
 A classic server runs on the same loop and workers as a composed one; only
 the stages differ.  On the loop's thread the intake source's callback is the
 server's own ``_handle_request_noblock`` (``get_request`` -> ``verify_request``
--> ``process_request``); the mix-ins' ``process_request`` dispatch to the
-core's workers, whose hosts here run the classic stages in the worker
-(``process_request_thread``; ``finish_request``, ``handle_error`` and
-``shutdown_request`` in a forked child).  Each stage is looked up on the
-instance when it runs, so a subclass's overrides take effect.
+-> ``process_request``).  ``ThreadingMixIn.process_request`` dispatches to
+the core's thread workers, whose host here runs ``process_request_thread``
+in the worker; ``ForkingMixIn.process_request`` forks through the core's
+child workers (which track, limit and reap the children) and, as
+``socketserver`` does, handles the request in the child itself
+(``finish_request``, ``handle_error``, ``shutdown_request``).  Each stage is
+looked up on the instance when it runs, so a subclass's overrides take
+effect.
 
 A TLS listener (an ``ssl.SSLSocket``, as ``http.server.HTTPSServer`` makes)
 is accepted from without its handshake (:func:`accept`); the handshake is
@@ -37,7 +40,7 @@ if TYPE_CHECKING:
     #: A classic request on its way to a worker: ``(request, client_address)``.
     Item: TypeAlias = tuple[Any, Any]
 
-__all__ = ("HANDSHAKE_TIMEOUT", "ChildRoute", "Route", "ThreadRoute", "accept", "deferred", "describe", "handshake")
+__all__ = ("HANDSHAKE_TIMEOUT", "Route", "ThreadRoute", "accept", "deferred", "describe", "handshake")
 
 #: The logger accept() failures are reported on.
 LOGGER: Final = "servekit.classic"
@@ -49,8 +52,8 @@ HANDSHAKE_TIMEOUT: Final = 10.0
 
 #: Whether :func:`accept` has left a TLS handshake to a request's handling
 #: in this process.  Until it has, no request can need :func:`handshake`, and
-#: a forked child does not look (the look writes a few pages a child would
-#: otherwise share: the types and descriptors an ``isinstance`` touches).
+#: the mix-ins do not call it (nor look at the request's type: in a forked
+#: child, the look writes pages the child would otherwise share).
 deferred = False
 
 
@@ -193,44 +196,4 @@ class ThreadRoute:
     def worker_failed(self, exc: BaseException, /) -> None:
         # Classic request threads let SystemExit & co. end the thread, where
         # threading.excepthook sees them; the server goes on serving.
-        raise exc
-
-
-class ChildRoute:
-    """``ForkingMixIn``'s stages: the child handles the request, the parent closes its copy."""
-
-    __slots__ = ("_server",)
-
-    def __init__(self, server: BaseServer) -> None:
-        self._server = server
-
-    def run(self, item: Item, /) -> None:
-        request, client_address = item
-        server = self._server
-        try:
-            if deferred:
-                handshake(server, request)  # a TLS request's, left to the child by accept()
-            server.finish_request(request, client_address)
-        except Exception:
-            server.handle_error(request, client_address)
-            raise  # the child leaves with status 1, as socketserver's does
-        finally:
-            server.shutdown_request(request)
-
-    def discard(self, item: Item, /) -> None:
-        self._server.close_request(item[0])
-
-    def drop(self, item: Item, /) -> None:
-        self._server.shutdown_request(item[0])
-
-    def close_inherited(self) -> None:
-        # Classic forked children keep the listening socket, as the standard
-        # library's do (a datagram child replies on it).
-        pass
-
-    def child_exited(self, pid: int, status: int, /) -> None:
-        # socketserver reports nothing of its children's ends.
-        pass
-
-    def worker_failed(self, exc: BaseException, /) -> None:
         raise exc

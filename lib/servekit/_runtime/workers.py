@@ -20,7 +20,7 @@ from .._lite import TYPE_CHECKING, Generic, TypeVar, final
 from .._traits import WorkerTraits
 
 if TYPE_CHECKING:
-    from typing import Final
+    from typing import Final, NoReturn
 
     from ..abc import WorkerHost
 
@@ -140,15 +140,15 @@ def _flush_stdio() -> None:
 class ChildWorkers(Generic[_ReqT]):
     """A child process per request, at most ``max_children`` at a time.
 
-    In the child the host's ``close_inherited`` runs first (unless
-    *close_inherited* is false), then the route
-    (``run``), and the child leaves with ``os._exit``: status 0, or 1 if an
-    exception left the route.  In the parent the host's ``discard`` drops the
-    parent's copy of the request at once.  ``max_children`` and
-    ``block_on_close`` may be changed while the workers run; ``pids`` is the
-    live set of children not reaped yet.  Every child reaped here is reported
-    (unless *report_exits* is false) to the host's ``child_exited(pid,
-    status)``, in the thread that reaped it
+    :meth:`dispatch` forks (:meth:`fork`); in the child the host's
+    ``close_inherited`` runs first (unless *close_inherited* is false), then
+    the route (``run``), and the child leaves with ``os._exit`` (:meth:`exit`):
+    status 0, or 1 if an exception left the route.  In the parent the host's
+    ``discard`` drops the parent's copy of the request at once.
+    ``max_children`` and ``block_on_close`` may be changed while the workers
+    run; ``pids`` is the live set of children not reaped yet.  Every child
+    reaped here is reported (unless *report_exits* is false) to the host's
+    ``child_exited(pid, status)``, in the thread that reaped it
     (:meth:`reap`, :meth:`close`), with the status
     :func:`os.waitstatus_to_exitcode` gives (``-N``: ended by signal N; a
     child another part of the program reaped first is reported with 0).
@@ -166,6 +166,15 @@ class ChildWorkers(Generic[_ReqT]):
     without *close_inherited* neither is ``close_inherited`` (for a host
     whose children keep all they inherit: one call, and the pages it
     touches, fewer in every child).
+
+    With no *host* (then without *report_exits* and *close_inherited*) the
+    workers only fork, track, limit and reap: the owner calls :meth:`fork`
+    and handles the request in the child itself, as ``socketserver`` does
+    (``servekit.classic``: a child that runs on in the frame that forked
+    writes fewer pages than one that calls into a route).
+
+    Raises:
+        ValueError: no *host*, with *report_exits* or *close_inherited*.
     """
 
     __slots__ = (
@@ -185,7 +194,7 @@ class ChildWorkers(Generic[_ReqT]):
 
     def __init__(
         self,
-        host: WorkerHost[_ReqT],
+        host: WorkerHost[_ReqT] | None,
         max_children: int,
         block_on_close: bool,
         *,
@@ -194,6 +203,11 @@ class ChildWorkers(Generic[_ReqT]):
         report_exits: bool = True,
         close_inherited: bool = True,
     ) -> None:
+        if host is None and (report_exits or close_inherited):
+            raise ValueError(
+                f"ChildWorkers without a host: report_exits={report_exits!r} and "
+                f"close_inherited={close_inherited!r} need one (pass False for both)"
+            )
         self._host = host
         self._close_inherited = close_inherited
         self._report = report_exits
@@ -206,40 +220,62 @@ class ChildWorkers(Generic[_ReqT]):
         self._pidfds: dict[int, int] = {}
 
     def dispatch(self, request: _ReqT, /) -> None:
-        flush, host = self._flush, self._host
-        if flush:
+        host = self._host
+        if host is None:
+            raise TypeError("dispatch(): these child workers have no host to run a request; fork() instead")
+        # Looked up in the parent, at every request: the type cache then
+        # holds the lookup when the child makes the call (a child that missed
+        # it would write to, and so copy, a page of the cache and one of each
+        # class it searched).
+        run = host.run
+        if not self.fork():
+            host.discard(request)
+            return
+        status = 1
+        try:
+            run(request)
+            status = 0
+        finally:
+            self.exit(status)
+
+    def fork(self) -> bool:
+        """Fork a child: ``False`` in the parent (the child is in :attr:`pids`), ``True`` in the child.
+
+        The child has closed what it should not hold and, with a host and
+        *close_inherited*, run its ``close_inherited``; it must leave with
+        :meth:`exit` (or ``os._exit``), whatever happens: never return into
+        the code that called the caller.
+        """
+        if self._flush:
             _flush_stdio()
-        # What the child needs is looked up here, in the parent, at every
-        # request: the type cache then holds those lookups when the child
-        # makes them, and a child that missed it would write to (and so
-        # copy) a page of the cache and one of each class it searched.
-        run, freeze, close_inherited = host.run, self._freeze, self._close_inherited
+        # What the child needs is read before the fork: reads made in the
+        # child would touch (and copy) this object's page.
+        pidfds, freeze, close_inherited, host = self._pidfds, self._freeze, self._close_inherited, self._host
         pid = os.fork()
         if pid:
             self.pids.add(pid)
-            host.discard(request)
-            return
-        # The child: handle the request, then leave without returning.
-        status = 1
+            return False
         try:
             # The parent's pidfds are not the child's: held here, a pidfd the
             # parent closes while its loop still waits on it would stay in
             # the loop's epoll set (it lives as long as any process holds it).
-            pidfds = self._pidfds
             if pidfds:
                 for fd in pidfds.values():
                     os.close(fd)
                 pidfds.clear()
             if freeze:
                 gc.freeze()
-            if close_inherited:
+            if close_inherited and host is not None:
                 host.close_inherited()
-            run(request)
-            status = 0
-        finally:
-            if flush:
-                _flush_stdio()
-            os._exit(status)
+        except BaseException:
+            self.exit(1)
+        return True
+
+    def exit(self, status: int) -> NoReturn:
+        """In a child: leave with *status* (``os._exit``), flushing stdio first if the workers flush."""
+        if self._flush:
+            _flush_stdio()
+        os._exit(status)
 
     def capacity(self) -> Sequence[int] | None:
         if len(self.pids) < self.max_children:
@@ -278,7 +314,7 @@ class ChildWorkers(Generic[_ReqT]):
                 fd = self._pidfds.pop(pid, -1)
                 if fd >= 0:
                     os.close(fd)
-            if self._report:
+            if self._report and self._host is not None:
                 self._host.child_exited(pid, os.waitstatus_to_exitcode(status))
 
     def _pidfd(self, pid: int) -> int:
