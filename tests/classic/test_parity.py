@@ -484,9 +484,10 @@ def test_active_children_is_the_live_set_of_children(mod: ModuleType, preset: bo
 
 @pytest.mark.skipif(not HAS_FORK, reason="needs os.fork")
 def test_forking_runs_none_of_the_programs_descriptors_in_the_parent() -> None:
-    """Before its first fork the server looks up the names the handler uses (for the type cache),
-    but never one whose lookup would run the program's code: a descriptor of its own, or any
-    name of a class with a metaclass of its own."""
+    """Before its first fork the server looks up the names the handler and threading's after-fork
+    clean-up use (for the type cache), but never one whose lookup would run the program's code: a
+    descriptor of its own, any name of a class with a metaclass of its own, an attribute of a thread
+    or of what it holds."""
     looked_up: list[str] = []
 
     class Recorded:
@@ -509,13 +510,35 @@ def test_forking_runs_none_of_the_programs_descriptors_in_the_parent() -> None:
         def handle(self) -> None:
             self.wfile.write(self.rfile.readline() + getattr(type(self), "nosuch", b""))
 
-    for handler, answer in ((Handler, b"descriptorhi\n"), (Odd, b"hi\n")):
-        with servekit.classic.ForkingTCPServer(("127.0.0.1", 0), handler) as server:
-            with socket.socket() as client:
-                client.settimeout(TIMEOUT)
-                client.connect(server.server_address)
-                client.sendall(b"hi\n")
-                server.handle_request()  # accepts and forks: the child answers
-                assert client.recv(64) == answer
-            server.collect_children(blocking=True)
+    # A thread of the program's, alive at the fork: the server looks at the
+    # threads for what threading's clean-up in each child looks up.
+    class Watcher(threading.Thread):
+        probe = Recorded()
+
+        def __getattr__(self, name: str) -> object:
+            looked_up.append(f"thread {name}")
+            raise AttributeError(name)
+
+    class Held:
+        def __getattribute__(self, name: str) -> object:
+            looked_up.append(f"held {name}")
+            return object.__getattribute__(self, name)
+
+    release = threading.Event()
+    watcher = Watcher(target=release.wait, args=(TIMEOUT,))
+    watcher.held = Held()  # type: ignore[attr-defined]
+    watcher.start()
+    try:
+        for handler, answer in ((Handler, b"descriptorhi\n"), (Odd, b"hi\n")):
+            with servekit.classic.ForkingTCPServer(("127.0.0.1", 0), handler) as server:
+                with socket.socket() as client:
+                    client.settimeout(TIMEOUT)
+                    client.connect(server.server_address)
+                    client.sendall(b"hi\n")
+                    server.handle_request()  # accepts and forks: the child answers
+                    assert client.recv(64) == answer
+                server.collect_children(blocking=True)
+    finally:
+        release.set()
+        watcher.join(TIMEOUT)
     assert looked_up == [], looked_up  # (the children's lookups were theirs)

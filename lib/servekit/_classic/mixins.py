@@ -8,7 +8,7 @@ import io
 import os
 import socket
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from types import (
     BuiltinFunctionType,
     ClassMethodDescriptorType,
@@ -16,6 +16,7 @@ from types import (
     GetSetDescriptorType,
     MemberDescriptorType,
     MethodDescriptorType,
+    ModuleType,
     WrapperDescriptorType,
 )
 
@@ -82,31 +83,84 @@ _INERT = frozenset(
 )  # fmt: skip
 
 
-def _warm(classes: Sequence[object]) -> None:
-    """Look up, on each of *classes*, every name their methods use, so the type cache holds them.
+def _warm(classes: Iterable[object], also: Iterable[str] = ()) -> None:
+    """Look up on each of *classes* the names a forked child will look up on it, so the type cache holds them.
 
     A forked child starts with the parent's type cache: a lookup the parent
     made finds its entry there; one the parent never made searches the
     class and its bases and writes the result in, which copies a page of the
     cache and one of each class searched, in every child, at every request.
-    The parent never runs the handler or the child's stages, so it looks
-    their names up once, here.  Only where nothing of the program's can run:
-    a class of the ordinary metaclass (or ``ABCMeta``), each name either
-    absent or found as a plain value, a function or one of the interpreter's
-    own descriptors.
+    The parent never runs the handler or the child's stages, nor threading's
+    clean-up after a fork, so it looks their names up once, here: on each
+    class, the names its own methods (and its bases') use, found or not (an
+    instance attribute is looked up on the class first, and a miss is cached
+    too), and the names the other classes' methods -- or *also* -- use that
+    the class has (a handler's ``sock.sendto``).  Not every name on every
+    class: the cache is direct-mapped (4,096 entries), and needless entries
+    push needed ones out.  Only where nothing of the program's can run: a
+    class of the ordinary metaclass (or ``ABCMeta``), each name either absent
+    or found as a plain value, a function or one of the interpreter's own
+    descriptors.
     """
-    plain = [cls for cls in classes if isinstance(cls, type) and type(cls) in _PLAIN_METACLASSES]
-    names = _names_used(plain)
+    # (type() first: isinstance() would ask an object of the program's for its __class__)
+    plain = [cls for cls in classes if type(cls) in _PLAIN_METACLASSES and isinstance(cls, type)]
+    own = {cls: _names_used((cls,)) for cls in plain}
+    names = set(also).union(*own.values())
     for cls in plain:
+        mine = own[cls]
         for name in names:
             for klass in cls.__mro__:
                 if name in vars(klass):
                     inert = type(vars(klass)[name]) in _INERT
                     break
             else:
-                inert = True  # (absent: the lookup finds nothing, and caches that)
+                inert = name in mine  # (absent: the lookup finds nothing, and caches that)
             if inert:
                 hasattr(cls, name)
+
+
+#: What :func:`_after_fork` looks past: classes, modules, functions, plain values.
+_NOT_HOLDERS = (type, ModuleType, FunctionType, BuiltinFunctionType, int, float, str, bytes, tuple, type(None))
+
+
+def _after_fork() -> tuple[list[type], tuple[str, ...]]:
+    """What threading's clean-up in a forked child looks up: the classes, and the names its own code uses.
+
+    ``threading`` has every child run a function right after the fork that
+    rebuilds its locks and books (about twenty lookups the parent never
+    makes: on its threads and the events and locks they hold, on its dicts,
+    sets and weak sets, and the classes their methods use).  The classes are
+    found from the objects: threading's own and the live threads', two
+    levels down, and the classes their methods name (a weak set's iteration
+    guard).  Nothing of the program's runs: a live thread of its own is
+    looked into only as :func:`_warm` looks at classes.
+    """
+    found: dict[type, None] = {}
+    objects: list[object] = [value for name, value in vars(threading).items() if not name.startswith("__")]
+    objects += threading.enumerate()
+    for _ in range(3):
+        inner: list[object] = []
+        for obj in objects:
+            cls = type(obj)  # (isinstance() would ask the object for its __class__)
+            if issubclass(cls, _NOT_HOLDERS) or cls in found:
+                continue
+            found[cls] = None
+            # Into an object's namespace only where reading it runs nothing
+            # of the program's (no __getattribute__ of its own; a dict, so no
+            # __getattr__ either; an ordinary metaclass).
+            if type(cls) is type and cls.__dictoffset__ and cls.__getattribute__ is object.__getattribute__:
+                inner.extend(vars(obj).values())
+        objects = inner
+    for cls in [cls for cls in found if type(cls) in _PLAIN_METACLASSES]:
+        for klass in cls.__mro__:
+            for value in vars(klass).values():
+                if type(value) is FunctionType:
+                    for name in value.__code__.co_names:
+                        named = value.__globals__.get(name)
+                        if type(named) in _PLAIN_METACLASSES and isinstance(named, type):
+                            found[named] = None
+    hook = vars(threading).get("_after_fork")
+    return list(found), (hook.__code__.co_names if type(hook) is FunctionType else ())
 
 
 #: The classes of what a child's handler reads and writes through.
@@ -207,10 +261,13 @@ if hasattr(os, "fork"):
             young = gc.get_count()[0]
             if young > _FEW_YOUNG and young * 2 > gc.get_threshold()[0] > 0 and gc.isenabled():
                 gc.collect(0)
+            # Read in the parent, where the lookup is made at every request:
+            # the child's own would be its first, and write to the type cache.
+            deferred = _route.deferred
             if children.fork():
                 status = 1
                 try:
-                    if _route.deferred:
+                    if deferred:
                         handshake(self, request)  # a TLS request's, left to the child by accept()
                     self.finish_request(request, client_address)
                     status = 0
@@ -244,7 +301,8 @@ if hasattr(os, "fork"):
                 check_int("max_children", limit, 1)
                 # Once, with the workers: the type cache given what the
                 # children look up (see _warm), so that no child writes it.
-                _warm((type(self), self.RequestHandlerClass, *_CHILD_CLASSES))
+                forking, names = _after_fork()
+                _warm((*forking, type(self), self.RequestHandlerClass, *_CHILD_CLASSES), names)
                 # socketserver's children neither flush stdio nor freeze the
                 # collector, and each costs page copies in every child; nor
                 # does it report their ends or close what they inherit (they
