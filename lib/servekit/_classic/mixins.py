@@ -105,7 +105,7 @@ def _warm(classes: Iterable[object], also: Iterable[str] = ()) -> None:
     # (type() first: isinstance() would ask an object of the program's for its __class__)
     plain = [cls for cls in classes if type(cls) in _PLAIN_METACLASSES and isinstance(cls, type)]
     own = {cls: _names_used((cls,)) for cls in plain}
-    names = set(also).union(*own.values())
+    names = set(also).union(_IMPLICIT, *own.values())
     for cls in plain:
         mine = own[cls]
         for name in names:
@@ -118,6 +118,9 @@ def _warm(classes: Iterable[object], also: Iterable[str] = ()) -> None:
             if inert:
                 hasattr(cls, name)
 
+
+#: Names a ``with`` or a ``for`` looks up that no code object lists.
+_IMPLICIT = ("__enter__", "__exit__", "__iter__", "__next__")
 
 #: What :func:`_after_fork` looks past: classes, modules, functions, plain values.
 _NOT_HOLDERS = (type, ModuleType, FunctionType, BuiltinFunctionType, int, float, str, bytes, tuple, type(None))
