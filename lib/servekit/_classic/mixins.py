@@ -253,9 +253,9 @@ if hasattr(os, "fork"):
             # page or two the parent writes while a child shares them (a copy
             # each), and the child's calls are pages it copies: the
             # configuration is only looked at again when max_children
-            # changed, and the child calls nothing socketserver's does not
-            # (a route's run and discard instead cost 1-2.5 % more CPU a
-            # datagram: python -m bench.forkcost --kind udp-bare).
+            # changed, and the child calls nothing socketserver's does not (a
+            # call into a route instead cost up to 2.5 % more CPU a datagram,
+            # Python 3.12: python -m bench.forkcost --kind udp-bare).
             children = self._servekit.children
             if children is None or children.max_children != self.max_children:
                 children = self._servekit_children()
